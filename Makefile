@@ -1,0 +1,109 @@
+# corral - one Makefile, one binary.  Variants: make [BUILD=release|debug|asan]
+# Targets: all test unit integration fuzz format format-check clean run
+BUILD   ?= release
+CC      ?= cc
+O       := build/$(BUILD)
+
+# Python: Debian's CPython by default; `make PYTHON=/path/to/python3.X` embeds another.
+ifeq ($(origin PYTHON),undefined)
+PY_CFLAGS := $(shell pkg-config --cflags python3-embed)
+PY_LIBS   := $(shell pkg-config --libs python3-embed)
+else
+PY_CFLAGS := $(shell $(PYTHON)-config --cflags --embed 2>/dev/null | sed 's/-O[0-9s]*//g; s/-DNDEBUG//')
+PY_LIBS   := $(shell $(PYTHON)-config --ldflags --embed) \
+             -Wl,-rpath,$(shell $(PYTHON) -c 'import sysconfig;print(sysconfig.get_config_var("LIBDIR"))')
+endif
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
+           -Wno-missing-field-initializers
+ifdef CI
+WARN    += -Werror
+endif
+OPT_release := -O2 -g
+OPT_debug   := -O0 -g3 -DCORRAL_DEBUG
+OPT_asan    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread -Isrc $(WARN) $(OPT_$(BUILD)) -MMD -MP
+LDFLAGS += -pthread $(filter -fsanitize=%,$(OPT_$(BUILD)))
+
+# Layers, bottom first; a unit test links its layer and the ones below only.
+UTIL    := src/util/log.c src/util/buf.c src/util/xalloc.c
+CONFIG  := src/config/config.c
+PARSERS := src/http/http_parser.c src/http/http_response.c src/uwsgi/uwsgi_proto.c
+NET     := src/net/loop.c src/net/sock.c src/stats/scoreboard.c
+PYSRC   := src/python/py.c src/python/wsgi.c src/python/py_input.c
+WORKER  := src/worker/conn.c src/worker/worker.c
+MASTER  := src/master/master.c src/master/signals.c
+SRCS    := $(UTIL) $(CONFIG) $(PARSERS) $(NET) $(PYSRC) $(WORKER) $(MASTER) src/main.c
+obj      = $(patsubst src/%.c,$(O)/obj/%.o,$(1))
+
+UNIT_TESTS := buf http_parser uwsgi_proto config loop
+UNIT_DEPS_buf         := $(UTIL)
+UNIT_DEPS_http_parser := $(UTIL) src/http/http_parser.c src/http/http_response.c
+UNIT_DEPS_uwsgi_proto := $(UTIL) src/uwsgi/uwsgi_proto.c
+UNIT_DEPS_config      := $(UTIL) $(CONFIG)
+UNIT_DEPS_loop        := $(UTIL) src/net/loop.c
+
+all: $(O)/corral
+
+$(O)/corral: $(call obj,$(SRCS))
+	$(CC) $(LDFLAGS) -o $@ $^ $(PY_LIBS) -lm
+
+$(O)/obj/python/%.o: src/python/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PY_CFLAGS) -c -o $@ $<
+$(O)/obj/%.o: src/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+$(O)/tests/%.o: tests/unit/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -c -o $@ $<
+
+define unit_rule
+$(O)/tests/test_$(1): $(O)/tests/test_$(1).o $(call obj,$(UNIT_DEPS_$(1)))
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $(CMOCKA_LIBS)
+endef
+$(foreach t,$(UNIT_TESTS),$(eval $(call unit_rule,$(t))))
+
+# The README's test command: setup, unit tests under ASan+UBSan, integration tests.
+test:
+	scripts/setup-debian.sh
+	$(MAKE) BUILD=asan unit
+	$(MAKE) BUILD=release all
+	$(MAKE) BUILD=release integration
+
+unit: $(foreach t,$(UNIT_TESTS),$(O)/tests/test_$(t))
+	@set -e; for t in $^; do echo "== $$t"; ASAN_OPTIONS=detect_leaks=1 $$t; done
+
+PYTEST ?= /usr/bin/python3 -m pytest
+integration: $(O)/corral
+	CORRAL_BIN=$(abspath $(O)/corral) $(PYTEST) -q -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+run:
+	scripts/setup-debian.sh
+	$(MAKE) BUILD=release all
+	build/release/corral --ini examples/flaskapp/corral.ini
+
+FUZZERS := http_parser uwsgi_proto
+fuzz:
+	@mkdir -p build/fuzz
+	@set -e; for f in $(FUZZERS); do \
+	  clang -std=c11 -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -o build/fuzz/fuzz_$$f tests/fuzz/fuzz_$$f.c $(UTIL) src/http/http_parser.c src/uwsgi/uwsgi_proto.c; \
+	  build/fuzz/fuzz_$$f -max_total_time=$${FUZZ_SECONDS:-20} -print_final_stats=0 \
+	    tests/fuzz/corpus/$$f 2>&1 | tail -n 3; done
+
+FORMAT_FILES = $(shell git ls-files 'src/*.[ch]' 'tests/unit/*.[ch]' 'tests/fuzz/*.c')
+format:
+	clang-format -i $(FORMAT_FILES)
+format-check:
+	clang-format --dry-run -Werror $(FORMAT_FILES)
+
+docs/config.md: $(O)/corral
+	$(O)/corral --help-markdown > $@
+
+clean:
+	rm -rf build
+
+.PHONY: all test unit integration run fuzz format format-check clean
+-include $(shell find build/$(BUILD) -name '*.d' 2>/dev/null)
