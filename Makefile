@@ -5,14 +5,19 @@ CC      ?= cc
 O       := build/$(BUILD)
 
 # Python: Debian's CPython by default; `make PYTHON=/path/to/python3.X` embeds another.
+# The interpreter's path is compiled in, so sys.prefix and site-packages are that python's.
 ifeq ($(origin PYTHON),undefined)
 PY_CFLAGS := $(shell pkg-config --cflags python3-embed)
 PY_LIBS   := $(shell pkg-config --libs python3-embed)
+PY_EXE    := /usr/bin/python$(shell pkg-config --modversion python3-embed)
 else
-PY_CFLAGS := $(shell $(PYTHON)-config --cflags --embed 2>/dev/null | sed 's/-O[0-9s]*//g; s/-DNDEBUG//')
-PY_LIBS   := $(shell $(PYTHON)-config --ldflags --embed) \
-             -Wl,-rpath,$(shell $(PYTHON) -c 'import sysconfig;print(sysconfig.get_config_var("LIBDIR"))')
+PY_INC    := $(shell $(PYTHON) -c 'import sysconfig;print(sysconfig.get_paths()["include"])')
+PY_LIBDIR := $(shell $(PYTHON) -c 'import sysconfig;print(sysconfig.get_config_var("LIBDIR"))')
+PY_CFLAGS := -I$(PY_INC)
+PY_LIBS   := $(shell $(PYTHON)-config --ldflags --embed) -Wl,-rpath,$(PY_LIBDIR)
+PY_EXE    := $(shell $(PYTHON) -c 'import sys;print(sys.executable)')
 endif
+PY_CFLAGS += -DCORRAL_PYTHON_EXE='"$(PY_EXE)"'
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
@@ -27,8 +32,8 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -pthread -Isrc $(WARN) $(OPT_$(BUILD)) -MMD -M
 LDFLAGS += -pthread $(filter -fsanitize=%,$(OPT_$(BUILD)))
 
 # Layers, bottom first; a unit test links its layer and the ones below only.
-UTIL    := src/util/log.c src/util/buf.c src/util/xalloc.c
-CONFIG  := src/config/config.c
+UTIL    := src/util/log.c src/util/buf.c src/util/xalloc.c src/util/spool.c
+CONFIG  := src/config/config.c src/config/ini.c
 PARSERS := src/http/http_parser.c src/http/http_response.c src/uwsgi/uwsgi_proto.c
 NET     := src/net/loop.c src/net/sock.c src/stats/scoreboard.c
 PYSRC   := src/python/py.c src/python/wsgi.c src/python/py_input.c
@@ -37,11 +42,12 @@ MASTER  := src/master/master.c src/master/signals.c
 SRCS    := $(UTIL) $(CONFIG) $(PARSERS) $(NET) $(PYSRC) $(WORKER) $(MASTER) src/main.c
 obj      = $(patsubst src/%.c,$(O)/obj/%.o,$(1))
 
-UNIT_TESTS := buf http_parser uwsgi_proto config loop
+UNIT_TESTS := http_parser uwsgi_proto ini config
 UNIT_DEPS_buf         := $(UTIL)
 UNIT_DEPS_http_parser := $(UTIL) src/http/http_parser.c src/http/http_response.c
 UNIT_DEPS_uwsgi_proto := $(UTIL) src/uwsgi/uwsgi_proto.c
-UNIT_DEPS_config      := $(UTIL) $(CONFIG)
+UNIT_DEPS_config      := $(UTIL) $(CONFIG) src/net/sock.c
+UNIT_DEPS_ini         := $(UTIL) $(CONFIG)
 UNIT_DEPS_loop        := $(UTIL) src/net/loop.c
 
 all: $(O)/corral

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -69,25 +70,41 @@ static void write_all(const char *p, size_t len)
 void log_vline(enum log_level level, const char *fmt, va_list ap)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};
-    char line[4096];
+    char stack[4096];
+    char *line = stack;
+    size_t cap = sizeof(stack);
     struct timespec ts;
     struct tm tm;
     int saved = errno;
     size_t n;
     int k;
+    va_list again;
 
     if (level > log_max) return;
+    va_copy(again, ap);
     clock_gettime(CLOCK_REALTIME, &ts);
     localtime_r(&ts.tv_sec, &tm);
-    n = strftime(line, sizeof(line), "%Y-%m-%d %H:%M:%S", &tm);
-    k = snprintf(line + n, sizeof(line) - n, ".%03ld %s (pid %d) %s: ", ts.tv_nsec / 1000000,
-                 log_role, (int)getpid(), names[level]);
+    n = strftime(line, cap, "%Y-%m-%d %H:%M:%S", &tm);
+    k = snprintf(line + n, cap - n, ".%03ld %s (pid %d) %s: ", ts.tv_nsec / 1000000, log_role,
+                 (int)getpid(), names[level]);
     n += (size_t)k;
-    k = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+    k = vsnprintf(line + n, cap - n, fmt, ap);
+    if (k > 0 && n + (size_t)k + 2 > cap && n + (size_t)k < 1024 * 1024) {
+        /* a long message (a traceback): format it again into a buffer of its size */
+        char *big = malloc(n + (size_t)k + 2);
+        if (big) {
+            memcpy(big, line, n);
+            vsnprintf(big + n, (size_t)k + 1, fmt, again);
+            line = big;
+            cap = n + (size_t)k + 2;
+        }
+    }
+    va_end(again);
     n = (k < 0) ? n : n + (size_t)k;
-    if (n > sizeof(line) - 2) n = sizeof(line) - 2;
+    if (n > cap - 2) n = cap - 2;
     line[n++] = '\n';
     write_all(line, n);
+    if (line != stack) free(line);
     errno = saved;
 }
 

@@ -1,0 +1,443 @@
+/*
+ * master.c - the master process (see master.h).
+ *
+ * One process table, procs[], holds every worker of the current and of the previous
+ * generation (during a reload); its index is also the worker's scoreboard entry. The master's
+ * loop is a flat list of "if this happened, do that": take a signal (sigtimedwait), reap,
+ * then bring the table back to what it should be (spawn, stop, kill, exit).
+ */
+#include "master/master.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "master/signals.h"
+#include "net/sock.h"
+#include "python/py.h"
+#include "stats/scoreboard.h"
+#include "util/log.h"
+#include "util/xalloc.h"
+#include "worker/worker.h"
+
+enum proc_state {
+    PROC_FREE,     /* no process */
+    PROC_WAITING,  /* to be (re)spawned at respawn_at */
+    PROC_RUNNING,  /* serving, current generation */
+    PROC_OLD,      /* previous generation: stopped once the new one is ready */
+    PROC_STOPPING, /* sent SIGTERM, finishing its requests */
+};
+
+struct proc {
+    pid_t pid;
+    enum proc_state state;
+    int number;           /* 1..processes, for logs */
+    int generation;
+    uint64_t started_at;  /* ms */
+    uint64_t respawn_at;  /* ms, for PROC_WAITING */
+    uint64_t backoff_ms;  /* delay before the next respawn after a quick death */
+    bool ever_ready;      /* lived long enough to count as started */
+};
+
+static const struct config *cfg;
+static char **saved_argv;
+static struct listener *listeners;
+static int nlisteners;
+static struct scoreboard *sb;
+static struct proc *procs; /* [2 * processes] */
+static int nprocs;
+static int generation = 1;
+static bool stopping;
+static uint64_t stop_deadline;
+static bool reloading;     /* new generation spawned, old one still serving */
+static bool app_broken;    /* the app failed to load: do not respawn */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* --- listeners -------------------------------------------------------------------------- */
+
+/* Inherited descriptors from a re-exec: CORRAL_LISTEN_FDS="fd,fd,..." in listener order. */
+static int inherited_fd(int i)
+{
+    const char *s = getenv("CORRAL_LISTEN_FDS");
+    for (int k = 0; s && *s; k++) {
+        if (k == i) return atoi(s);
+        s = strchr(s, ',');
+        if (s) s++;
+    }
+    return -1;
+}
+
+static int bind_all(void)
+{
+    char err[256];
+    int total = cfg->http.n + cfg->socket.n;
+    int somax = sock_somaxconn();
+
+    listeners = xcalloc((size_t)total, sizeof(*listeners));
+    for (int i = 0; i < total; i++) {
+        bool http = i < cfg->http.n;
+        const char *addr = http ? cfg->http.v[i] : cfg->socket.v[i - cfg->http.n];
+        if (sock_listen(&listeners[i], addr, http ? SOCK_PROTO_HTTP : SOCK_PROTO_UWSGI,
+                        cfg->listen, cfg->chmod_socket, inherited_fd(i), err, sizeof(err)) < 0) {
+            log_error("cannot listen on %s", err);
+            return -1;
+        }
+        nlisteners++;
+        log_info("listening on %s (%s)%s", addr, http ? "http" : "uwsgi",
+                 inherited_fd(i) >= 0 ? ", inherited" : "");
+    }
+    if (somax > 0 && cfg->listen > somax)
+        log_warn("listen backlog %d is above net.core.somaxconn (%d): the kernel uses %d",
+                 cfg->listen, somax, somax);
+    unsetenv("CORRAL_LISTEN_FDS");
+    return 0;
+}
+
+static void vacuum(void)
+{
+    if (!cfg->vacuum) return;
+    for (int i = 0; i < nlisteners; i++)
+        if (listeners[i].is_unix) unlink(listeners[i].name);
+    if (cfg->pidfile) unlink(cfg->pidfile);
+}
+
+static int write_pidfile(void)
+{
+    FILE *f;
+    if (!cfg->pidfile) return 0;
+    f = fopen(cfg->pidfile, "we");
+    if (!f) {
+        log_error("pidfile %s: %s", cfg->pidfile, strerror(errno));
+        return -1;
+    }
+    fprintf(f, "%d\n", (int)getpid());
+    fclose(f);
+    return 0;
+}
+
+/* --- spawning and reaping ---------------------------------------------------------------- */
+
+static void spawn(int i)
+{
+    struct proc *p = &procs[i];
+    struct sb_worker *w = scoreboard_worker(sb, i);
+    struct worker_args a = {
+        .cfg = cfg, .ls = listeners, .nls = nlisteners, .sb = sb, .id = i, .number = p->number};
+    pid_t pid;
+
+    memset(w, 0, sizeof(*w));
+    for (int t = 0; t < scoreboard_threads(sb); t++)
+        scoreboard_end(scoreboard_slot(sb, i, t));
+    py_acquire_gil();
+    py_before_fork();
+    pid = fork();
+    if (pid == 0) {
+        py_after_fork_child();
+        signals_unblock();
+        worker_main(&a);
+    }
+    py_after_fork_parent();
+    py_release_gil();
+    if (pid < 0) {
+        log_error("cannot fork worker %d: %s", p->number, strerror(errno));
+        p->state = PROC_WAITING;
+        p->respawn_at = now_ms() + 1000;
+        return;
+    }
+    atomic_store(&w->pid, (int)pid);
+    p->pid = pid;
+    p->state = PROC_RUNNING;
+    p->generation = generation;
+    p->started_at = now_ms();
+    p->ever_ready = false;
+    log_info("spawned worker %d (pid %d)", p->number, (int)pid);
+}
+
+/* The requests a dead worker was serving, for its obituary. */
+static void describe_requests(int i, char *out, size_t len)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int t = 0; t < scoreboard_threads(sb); t++) {
+        struct sb_slot *s = scoreboard_slot(sb, i, t);
+        if (!atomic_load(&s->started_ms)) continue;
+        n += (size_t)snprintf(out + n, len - n, "%s%s", n ? ", " : "", s->line);
+        if (n >= len) break;
+    }
+}
+
+static void obituary(int i, int status)
+{
+    struct proc *p = &procs[i];
+    char reqs[1024], sig[32];
+
+    describe_requests(i, reqs, sizeof(reqs));
+    if (WIFSIGNALED(status)) {
+        log_error("worker %d (pid %d) killed by %s %s%s", p->number, (int)p->pid,
+                  signals_name(WTERMSIG(status), sig, sizeof(sig)),
+                  reqs[0] ? "while serving " : "while idle", reqs);
+    } else if (WEXITSTATUS(status) == WORKER_EXIT_APP_LOAD) {
+        log_error("worker %d (pid %d) could not load the app (see the traceback above)",
+                  p->number, (int)p->pid);
+    } else if (WEXITSTATUS(status) != 0 || p->state == PROC_RUNNING) {
+        log_error("worker %d (pid %d) exited with status %d%s%s", p->number, (int)p->pid,
+                  WEXITSTATUS(status), reqs[0] ? " while serving " : "", reqs);
+    } else {
+        log_info("worker %d (pid %d) exited", p->number, (int)p->pid);
+    }
+}
+
+static void schedule_respawn(struct proc *p, int status)
+{
+    uint64_t now = now_ms();
+    bool quick = now - p->started_at < 1000;
+
+    if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_APP_LOAD) {
+        if (generation == 1 && !p->ever_ready) app_broken = true;
+        else log_error("the new app does not load: the old workers keep serving");
+    }
+    p->backoff_ms = quick ? (p->backoff_ms ? p->backoff_ms * 2 : 250) : 0;
+    if (p->backoff_ms > 16000) p->backoff_ms = 16000;
+    if (p->backoff_ms) log_warn("worker %d died right after starting: respawning in %llu ms",
+                                p->number, (unsigned long long)p->backoff_ms);
+    p->state = PROC_WAITING;
+    p->respawn_at = now + p->backoff_ms;
+}
+
+static void reap(void)
+{
+    int status;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        int i;
+        for (i = 0; i < nprocs && procs[i].pid != pid; i++)
+            ;
+        if (i == nprocs) continue; /* not ours (an app's own child of a re-exec'd master) */
+        obituary(i, status);
+        atomic_store(&scoreboard_worker(sb, i)->pid, 0);
+        procs[i].pid = 0;
+        if (procs[i].state == PROC_RUNNING && !stopping) schedule_respawn(&procs[i], status);
+        else procs[i].state = PROC_FREE;
+    }
+}
+
+/* --- stopping and reloading ---------------------------------------------------------------- */
+
+static void signal_state(enum proc_state from, int sig, enum proc_state to)
+{
+    for (int i = 0; i < nprocs; i++) {
+        if (procs[i].state != from || procs[i].pid <= 0) continue;
+        kill(procs[i].pid, sig);
+        procs[i].state = to;
+    }
+}
+
+static void begin_stop(bool now)
+{
+    if (stopping && !now) return;
+    log_info("%s: stopping %s", now ? "SIGQUIT" : "SIGTERM",
+             now ? "now" : "gracefully (in-flight requests finish)");
+    stopping = true;
+    stop_deadline = now_ms() + (uint64_t)cfg->graceful_timeout * 1000;
+    for (int i = 0; i < nprocs; i++) {
+        if (procs[i].state == PROC_WAITING) procs[i].state = PROC_FREE;
+        if (procs[i].pid > 0) kill(procs[i].pid, now ? SIGKILL : SIGTERM);
+        if (procs[i].pid > 0) procs[i].state = PROC_STOPPING;
+    }
+}
+
+/* Preloaded app: exec a fresh master image that adopts the sockets and the old workers. */
+static void reexec(void)
+{
+    char fds[512] = "", olds[2048] = "";
+    size_t nf = 0, no = 0;
+
+    for (int i = 0; i < nlisteners; i++) {
+        fcntl(listeners[i].fd, F_SETFD, 0);
+        nf += (size_t)snprintf(fds + nf, sizeof(fds) - nf, "%s%d", i ? "," : "", listeners[i].fd);
+    }
+    for (int i = 0; i < nprocs; i++)
+        if (procs[i].pid > 0)
+            no += (size_t)snprintf(olds + no, sizeof(olds) - no, "%s%d", no ? "," : "",
+                                   (int)procs[i].pid);
+    setenv("CORRAL_LISTEN_FDS", fds, 1);
+    setenv("CORRAL_OLD_WORKERS", olds, 1);
+    log_info("SIGHUP: reloading: re-executing the master to import the app afresh");
+    signals_unblock();
+    execv("/proc/self/exe", saved_argv);
+    signals_block();
+    log_error("cannot re-execute %s: %s; reload abandoned", saved_argv[0], strerror(errno));
+    for (int i = 0; i < nlisteners; i++)
+        fcntl(listeners[i].fd, F_SETFD, FD_CLOEXEC);
+}
+
+/* Lazy apps: new workers import the code themselves; the old ones stop once they are up. */
+static void begin_reload(void)
+{
+    if (stopping) return;
+    if (!cfg->lazy_apps) {
+        reexec();
+        return;
+    }
+    log_info("SIGHUP: reloading: new workers first, then the old ones finish and exit");
+    for (int i = 0; i < nprocs; i++) {
+        if (procs[i].state == PROC_RUNNING) procs[i].state = PROC_OLD;
+        else if (procs[i].state == PROC_WAITING) procs[i].state = PROC_FREE;
+    }
+    generation++;
+    reloading = true;
+}
+
+/* Old workers handed over by the previous master image. */
+static void adopt_old_workers(void)
+{
+    const char *s = getenv("CORRAL_OLD_WORKERS");
+    int slot = cfg->processes;
+
+    for (; s && *s && slot < nprocs; slot++) {
+        procs[slot].pid = (pid_t)atoi(s);
+        procs[slot].state = PROC_OLD;
+        procs[slot].number = slot - cfg->processes + 1;
+        s = strchr(s, ',');
+        if (s) s++;
+    }
+    if (getenv("CORRAL_OLD_WORKERS")) reloading = true;
+    unsetenv("CORRAL_OLD_WORKERS");
+}
+
+/* A worker counts as ready once it has been up a moment without dying. */
+static bool generation_ready(void)
+{
+    uint64_t now = now_ms();
+    for (int i = 0; i < nprocs; i++) {
+        struct proc *p = &procs[i];
+        if (p->state == PROC_WAITING) return false;
+        if (p->state != PROC_RUNNING) continue;
+        if (!atomic_load(&scoreboard_worker(sb, i)->ready) || now - p->started_at < 200)
+            return false;
+        p->ever_ready = true;
+    }
+    return true;
+}
+
+/* Worker numbers 1..processes in use by the current generation, as a bit set. */
+static uint64_t numbers_in_use(int *count)
+{
+    uint64_t used = 0;
+    *count = 0;
+    for (int i = 0; i < nprocs; i++) {
+        if (procs[i].state != PROC_RUNNING && procs[i].state != PROC_WAITING) continue;
+        (*count)++;
+        if (procs[i].number <= 64) used |= 1ull << (procs[i].number - 1);
+    }
+    return used;
+}
+
+/* Makes sure the current generation has 'processes' workers, running or about to be. */
+static void fill_generation(uint64_t now)
+{
+    int count;
+    uint64_t used = numbers_in_use(&count);
+
+    for (int i = 0; i < nprocs && count < cfg->processes && !app_broken; i++) {
+        if (procs[i].state != PROC_FREE) continue;
+        int n = 1;
+        while (n <= 64 && (used & (1ull << (n - 1))))
+            n++;
+        procs[i] = (struct proc){.state = PROC_WAITING, .respawn_at = now, .number = n};
+        used |= n <= 64 ? 1ull << (n - 1) : 0;
+        count++;
+    }
+}
+
+/* Brings the table back to what it should be. Returns the next wait in ms. */
+static int maintain(void)
+{
+    uint64_t now = now_ms();
+    int running = 0;
+
+    if (!stopping) {
+        fill_generation(now);
+        for (int i = 0; i < nprocs; i++)
+            if (procs[i].state == PROC_WAITING && procs[i].respawn_at <= now && !app_broken)
+                spawn(i);
+        if (reloading && generation_ready()) {
+            signal_state(PROC_OLD, SIGTERM, PROC_STOPPING);
+            reloading = false;
+            log_info("reload done: the new workers are serving");
+        }
+    }
+    for (int i = 0; i < nprocs; i++)
+        if (procs[i].pid > 0) running++;
+    if (stopping && running && now >= stop_deadline) {
+        log_warn("graceful timeout (%ds): killing %d worker(s)", cfg->graceful_timeout, running);
+        for (int i = 0; i < nprocs; i++)
+            if (procs[i].pid > 0) kill(procs[i].pid, SIGKILL);
+        stop_deadline = now + 60000;
+    }
+    if ((stopping || app_broken) && running == 0) return -1;
+    return reloading || stopping ? 100 : 1000;
+}
+
+static int numbered_slots(void)
+{
+    return 2 * cfg->processes;
+}
+
+int master_run(const struct config *c, char **argv)
+{
+    int wait_ms;
+
+    cfg = c;
+    saved_argv = argv;
+    log_set_role("master");
+    signals_block();
+    if (bind_all() < 0) return 1;
+    if (write_pidfile() < 0) return 1;
+    if (py_init(cfg) < 0) return 1;
+    if (!cfg->lazy_apps && py_load_app(cfg) < 0) {
+        if (getenv("CORRAL_OLD_WORKERS"))
+            log_error("reload failed: the old workers keep serving until the next SIGHUP");
+        return 1;
+    }
+    py_release_gil();
+    nprocs = numbered_slots();
+    procs = xcalloc((size_t)nprocs, sizeof(*procs));
+    sb = scoreboard_new(nprocs, cfg->threads);
+    if (!sb) {
+        log_error("cannot map the scoreboard: %s", strerror(errno));
+        return 1;
+    }
+    adopt_old_workers();
+    log_info("corral master (pid %d): %d worker(s) x %d thread(s), app %s", (int)getpid(),
+             cfg->processes, cfg->threads, cfg->module ? cfg->module : cfg->wsgi_file);
+
+    while ((wait_ms = maintain()) >= 0) {
+        int sig = signals_wait(wait_ms);
+        if (sig == SIGCHLD) reap();
+        else if (sig == SIGTERM || sig == SIGINT) begin_stop(false);
+        else if (sig == SIGQUIT) begin_stop(true);
+        else if (sig == SIGHUP) begin_reload();
+        else reap(); /* timeout: SIGCHLD may have been merged */
+    }
+    vacuum();
+    if (app_broken) {
+        log_error("the app cannot be loaded: exiting");
+        return 1;
+    }
+    log_info("bye");
+    return 0;
+}

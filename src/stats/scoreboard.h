@@ -1,0 +1,51 @@
+/*
+ * scoreboard.h - shared memory where every worker records what each of its threads is
+ * serving, so the master can say which requests died with a worker.
+ *
+ * The master creates the board before forking (MAP_SHARED | MAP_ANONYMOUS) and is the only one
+ * who rebuilds it. A worker writes only its own slots; the master reads a worker's slots after
+ * that worker has died (or to report a stuck request), so plain stores are enough for the text
+ * and the counters are _Atomic. Layout is fixed: workers × threads request slots.
+ */
+#ifndef CORRAL_SCOREBOARD_H
+#define CORRAL_SCOREBOARD_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum { SB_LINE_MAX = 240 };
+
+/* One thread's current request. */
+struct sb_slot {
+    _Atomic uint64_t started_ms; /* CLOCK_MONOTONIC ms when the request reached the app; 0 idle */
+    char line[SB_LINE_MAX];      /* "GET /path?query" (truncated), NUL-terminated */
+};
+
+/* One worker. */
+struct sb_worker {
+    _Atomic int pid;             /* 0 when the slot has no live worker */
+    _Atomic uint64_t requests;   /* requests completed by this worker */
+    _Atomic uint64_t started_ms; /* when the worker process started */
+    _Atomic int ready;           /* set once the worker is accepting */
+    int pad;
+};
+
+struct scoreboard;
+
+/* Maps a board for 'workers' × 'threads'. Returns NULL with errno set. Master only. */
+struct scoreboard *scoreboard_new(int workers, int threads);
+void scoreboard_free(struct scoreboard *sb);
+struct sb_worker *scoreboard_worker(struct scoreboard *sb, int worker);
+struct sb_slot *scoreboard_slot(struct scoreboard *sb, int worker, int thread);
+int scoreboard_threads(const struct scoreboard *sb);
+
+/* Records that 'slot' started serving method+target (worker side, on its own slot). */
+void scoreboard_begin(struct sb_slot *slot, uint64_t now_ms, const char *method, size_t mlen,
+                      const char *target, size_t tlen);
+static inline void scoreboard_end(struct sb_slot *slot)
+{
+    atomic_store_explicit(&slot->started_ms, 0, memory_order_relaxed);
+}
+
+#endif

@@ -1,0 +1,163 @@
+/*
+ * worker.c - a worker process's life: signals, the app (lazily), the loop (see worker.h).
+ *
+ * With one thread per worker (the default), the loop thread holds the GIL except while it
+ * waits in epoll, and calls the app itself when a request is complete: no hand-off, no
+ * context switch. Signals are blocked except inside epoll_pwait, so a handler only ever
+ * interrupts the wait and its flag is seen right after.
+ */
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http/http_response.h"
+#include "net/loop.h"
+#include "python/py.h"
+#include "python/wsgi.h"
+#include "util/log.h"
+#include "worker/conn.h"
+
+enum { WORKER_MAX_LISTENERS = 64 };
+
+static volatile sig_atomic_t stop_graceful; /* SIGTERM */
+static volatile sig_atomic_t stop_now;      /* SIGQUIT */
+
+static void on_signal(int sig)
+{
+    if (sig == SIGTERM) stop_graceful = 1;
+    else stop_now = 1;
+}
+
+/* What a listener's accept callback needs. */
+struct acceptor {
+    struct conn_ctx *x;
+    const struct listener *ls;
+};
+
+static struct acceptor acceptors[WORKER_MAX_LISTENERS];
+
+static void on_accept(struct loop *l, int fd, unsigned events, void *arg)
+{
+    struct acceptor *ac = arg;
+    (void)l;
+    (void)fd;
+    (void)events;
+    conn_accept(ac->x, ac->ls);
+}
+
+static void start_draining(struct conn_ctx *x, const struct worker_args *a)
+{
+    if (x->draining) return;
+    x->draining = true;
+    for (int i = 0; i < a->nls; i++)
+        loop_del(x->loop, a->ls[i].fd);
+    log_info("stopping gracefully: %d connection(s) to finish", x->count);
+}
+
+/* Runs after every epoll batch: deferred frees, then the stop flags. */
+static void after_batch(struct loop *l, void *arg)
+{
+    struct conn_ctx *x = arg;
+
+    conn_reap(x);
+    if (stop_now || (stop_graceful && !x->draining) || (x->draining && x->count == 0))
+        loop_stop(l);
+}
+
+static void on_tick(struct loop *l, void *arg)
+{
+    struct conn_ctx *x = arg;
+    (void)l;
+    conn_sweep(x);
+}
+
+static void setup_signals(sigset_t *waitmask)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigset_t block;
+
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGQUIT, &sa, NULL);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGQUIT);
+    pthread_sigmask(SIG_BLOCK, &block, waitmask);
+    sigdelset(waitmask, SIGTERM);
+    sigdelset(waitmask, SIGQUIT);
+}
+
+static int start_app(const struct config *cfg)
+{
+    if (cfg->lazy_apps && py_load_app(cfg) < 0) return WORKER_EXIT_APP_LOAD;
+    if (wsgi_init(cfg) < 0) return WORKER_EXIT_ERROR;
+    return 0;
+}
+
+static int listen_all(struct conn_ctx *x, const struct worker_args *a)
+{
+    for (int i = 0; i < a->nls && i < WORKER_MAX_LISTENERS; i++) {
+        acceptors[i] = (struct acceptor){x, &a->ls[i]};
+        int err = loop_add(x->loop, a->ls[i].fd, LOOP_READABLE | LOOP_EXCLUSIVE, on_accept,
+                           &acceptors[i]);
+        if (err) {
+            log_error("cannot watch %s: %s", a->ls[i].name, strerror(-err));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+_Noreturn void worker_main(const struct worker_args *a)
+{
+    const struct config *cfg = a->cfg;
+    struct conn_ctx x = {0};
+    sigset_t waitmask;
+    char role[32];
+    int rc;
+
+    snprintf(role, sizeof(role), "worker %d", a->number);
+    log_set_role(role);
+    setup_signals(&waitmask);
+    py_enable_faulthandler(log_fd());
+    rc = start_app(cfg);
+    if (rc) exit(rc);
+
+    x.cfg = cfg;
+    x.worker_id = a->number;
+    x.limits = (struct http_limits){.max_head = (size_t)cfg->buffer_size,
+                                    .max_headers = 100,
+                                    .max_body = (uint64_t)cfg->limit_post};
+    x.sbw = scoreboard_worker(a->sb, a->id);
+    x.slot = scoreboard_slot(a->sb, a->id, 0);
+    x.loop = loop_new();
+    if (!x.loop || listen_all(&x, a) < 0) exit(WORKER_EXIT_ERROR);
+    loop_set_hooks(x.loop, on_tick, after_batch, &x);
+    http_date_update(time(NULL));
+    atomic_store(&x.sbw->ready, 1);
+    log_debug("ready");
+
+    while (!stop_now) {
+        rc = loop_run(x.loop, &waitmask, py_release_gil, py_acquire_gil);
+        if (rc < 0) {
+            log_error("event loop: %s", strerror(-rc));
+            exit(WORKER_EXIT_ERROR);
+        }
+        if (stop_now || (x.draining && x.count == 0)) break;
+        if (stop_graceful) start_draining(&x, a);
+    }
+    conn_close_all(&x);
+    loop_free(x.loop);
+    exit(WORKER_EXIT_OK);
+}
