@@ -190,7 +190,7 @@ static PyObject *find_callable(PyObject *mod, const char *name, bool fallback, c
 int py_load_app(const struct config *cfg)
 {
     const char *callable = config_callable(cfg);
-    bool fallback = cfg->callable == NULL;
+    bool fallback = strcmp(callable, "application") == 0;
     const char *where = cfg->module ? cfg->module : cfg->wsgi_file;
     PyObject *mod;
 

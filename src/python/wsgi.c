@@ -536,15 +536,12 @@ static int hexval(char ch)
 /* PATH_INFO: the path with %XX escapes decoded (invalid escapes kept as they are). */
 static PyObject *path_info(const char *p, size_t n)
 {
-    char stack[2048];
-    char *d = n <= sizeof(stack) ? stack : PyMem_Malloc(n);
+    char *d;
     size_t j = 0;
     PyObject *s;
 
-    if (!memchr(p, '%', n)) {
-        if (d != stack) PyMem_Free(d);
-        return str_latin1(p, n);
-    }
+    if (!memchr(p, '%', n)) return str_latin1(p, n);
+    d = PyMem_Malloc(n);
     if (!d) return PyErr_NoMemory();
     for (size_t i = 0; i < n; i++) {
         int hi, lo;
@@ -557,7 +554,7 @@ static PyObject *path_info(const char *p, size_t n)
         }
     }
     s = str_latin1(d, j);
-    if (d != stack) PyMem_Free(d);
+    PyMem_Free(d);
     return s;
 }
 
@@ -648,6 +645,12 @@ static int add_server(PyObject *env, const struct listener *ls)
     return PyDict_SetItem(env, k_server_port, server_cache[i].port);
 }
 
+static int add_remote(PyObject *env, const struct wsgi_request *r)
+{
+    if (set_item(env, k_remote_addr, PyUnicode_FromString(r->remote_addr)) < 0) return -1;
+    return set_item(env, k_remote_port, PyUnicode_FromString(r->remote_port));
+}
+
 static int add_http_environ(PyObject *env, const struct wsgi_request *r)
 {
     if (set_item(env, k_method, str_latin1(r->method, r->method_len)) < 0 ||
@@ -656,7 +659,8 @@ static int add_http_environ(PyObject *env, const struct wsgi_request *r)
         set_item(env, k_query, str_latin1(r->query, r->query_len)) < 0 ||
         set_item(env, k_request_uri, str_latin1(r->target, r->target_len)) < 0 ||
         PyDict_SetItem(env, k_protocol, r->minor_version ? v_proto11 : v_proto10) < 0 ||
-        PyDict_SetItem(env, k_scheme, v_http) < 0 || add_server(env, r->ls) < 0)
+        PyDict_SetItem(env, k_scheme, v_http) < 0 || add_server(env, r->ls) < 0 ||
+        add_remote(env, r) < 0)
         return -1;
     for (size_t i = 0; i < r->num_headers; i++)
         if (add_header(env, &r->headers[i]) < 0) return -1;
@@ -669,26 +673,39 @@ static bool var_is(const struct uwsgi_var *v, const char *key)
     return v->key_len == n && memcmp(v->key, key, n) == 0;
 }
 
-/* uwsgi: the vars are the CGI environ as nginx built it; we add only what PEP 3333 needs. */
+static bool var_value_is(const struct uwsgi_var *v, const char *val)
+{
+    size_t n = strlen(val);
+    return v->val_len == n && memcmp(v->val, val, n) == 0;
+}
+
+/*
+ * uwsgi: the vars are the CGI environ as nginx built it; defaults first, then the vars
+ * (REMOTE_ADDR is the client's as nginx saw it, not nginx's own address). nginx also passes
+ * HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH, which PEP 3333 forbids beside CONTENT_*: dropped.
+ */
 static int add_uwsgi_environ(PyObject *env, const struct wsgi_request *r)
 {
     PyObject *scheme = v_http;
 
     if (PyDict_SetItem(env, k_script_name, v_empty) < 0 ||
         PyDict_SetItem(env, k_path_info, v_empty) < 0 ||
-        PyDict_SetItem(env, k_query, v_empty) < 0 || add_server(env, r->ls) < 0)
+        PyDict_SetItem(env, k_query, v_empty) < 0 ||
+        PyDict_SetItem(env, k_protocol, v_proto10) < 0 || add_server(env, r->ls) < 0 ||
+        add_remote(env, r) < 0)
         return -1;
     for (size_t i = 0; i < r->num_vars; i++) {
         const struct uwsgi_var *v = &r->vars[i];
+        if (var_is(v, "HTTP_CONTENT_TYPE") || var_is(v, "HTTP_CONTENT_LENGTH")) continue;
         PyObject *key = str_latin1(v->key, v->key_len);
         if (!key || set_item(env, key, str_latin1(v->val, v->val_len)) < 0) {
             Py_XDECREF(key);
             return -1;
         }
         Py_DECREF(key);
-        if ((var_is(v, "HTTPS") && v->val_len > 0 && (v->val[0] == 'o' || v->val[0] == '1')) ||
-            ((var_is(v, "UWSGI_SCHEME") || var_is(v, "REQUEST_SCHEME")) && v->val_len == 5 &&
-             memcmp(v->val, "https", 5) == 0))
+        if ((var_is(v, "HTTPS") && (var_value_is(v, "on") || var_value_is(v, "1"))) ||
+            ((var_is(v, "UWSGI_SCHEME") || var_is(v, "REQUEST_SCHEME")) &&
+             var_value_is(v, "https")))
             scheme = v_https;
     }
     return PyDict_SetItem(env, k_scheme, scheme);
@@ -710,8 +727,6 @@ static PyObject *build_environ(struct wsgi_call *c)
     }
     c->input = py_input_new(r->body);
     if (!c->input || PyDict_SetItem(env, k_input, c->input) < 0 ||
-        set_item(env, k_remote_addr, PyUnicode_FromString(r->remote_addr)) < 0 ||
-        set_item(env, k_remote_port, PyUnicode_FromString(r->remote_port)) < 0 ||
         PyDict_SetItem(env, k_version, v_version) < 0 ||
         PyDict_SetItem(env, k_errors, v_errors) < 0 ||
         PyDict_SetItem(env, k_multithread, v_multithread) < 0 ||

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <poll.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http/http_response.h"
@@ -77,7 +78,8 @@ struct conn {
     enum wsgi_result pending; /* what the app said last, while in CONN_RESPONSE */
 
     uint64_t deadline;        /* loop ms when the current wait times out; 0 = none */
-    uint64_t started;         /* when the current request reached the app, for the log */
+    uint64_t started;         /* loop ms when the current request reached the app */
+    uint64_t started_us;      /* the same, precisely, for the access log */
     char addr[64];            /* REMOTE_ADDR */
     char port[8];             /* REMOTE_PORT */
     struct conn *prev, *next; /* x->all, or x->closed / x->spare via next */
@@ -270,15 +272,22 @@ static void fail_request(struct conn *c, int status, const char *why)
 
 /* --- requests --------------------------------------------------------------------------- */
 
+static uint64_t clock_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static void log_access(struct conn *c)
 {
     struct wsgi_call *w = &c->call;
-    uint64_t ms = loop_now(c->x->loop) - c->started;
+    uint64_t us = clock_us() - c->started_us;
 
-    if (!log_access_enabled()) return;
-    log_info("%s %.*s %.*s => %d, %llu bytes in %llu ms", c->addr, (int)w->req.method_len,
-             w->req.method, (int)w->req.target_len, w->req.target, w->status,
-             (unsigned long long)w->body_bytes, (unsigned long long)ms);
+    log_info("%s %.*s %.*s => %d, %llu bytes in %llu.%03llu ms", c->addr,
+             (int)w->req.method_len, w->req.method, (int)w->req.target_len, w->req.target,
+             w->status, (unsigned long long)w->body_bytes, (unsigned long long)(us / 1000),
+             (unsigned long long)(us % 1000));
 }
 
 /* The request is over: drop its bytes and get ready for the next one on this connection. */
@@ -289,7 +298,7 @@ static void request_done(struct conn *c)
 
     scoreboard_end(x->slot);
     atomic_fetch_add_explicit(&x->sbw->requests, 1, memory_order_relaxed);
-    log_access(c);
+    if (log_access_enabled()) log_access(c);
     if (!c->call.keep_alive) c->keep_alive = false;
     spool_reset(&c->body);
     if (rest > 0) memmove(c->rbuf, c->rbuf + c->pos, rest);
@@ -367,6 +376,7 @@ static void dispatch(struct conn *c)
     w->drain_arg = c;
     c->deadline = 0;
     c->started = loop_now(x->loop);
+    if (log_access_enabled()) c->started_us = clock_us();
     scoreboard_begin(x->slot, c->started, c->req.method, c->req.method_len, c->req.target,
                      c->req.target_len);
     respond(c, wsgi_call(w));
@@ -417,13 +427,7 @@ static void uwsgi_request_line(struct conn *c)
             r->minor_version = (v->val_len == 8 && memcmp(v->val, "HTTP/1.1", 8) == 0);
         }
     }
-    if (!r->method) {
-        r->method = "GET";
-        r->method_len = 3;
-    }
-    if (!r->target) {
-        r->target = "";
-    }
+    if (!r->target) r->target = "";
 }
 
 static int parse_uwsgi(struct conn *c)
@@ -439,8 +443,9 @@ static int parse_uwsgi(struct conn *c)
         return -1;
     }
     uwsgi_request_line(c);
-    if (c->req.content_length < -1) {
-        log_warn("uwsgi packet from %s refused: bad CONTENT_LENGTH", c->ls->name);
+    if (c->req.content_length < -1 || !c->req.method) {
+        log_warn("uwsgi packet from %s refused: %s", c->ls->name,
+                 c->req.method ? "bad CONTENT_LENGTH" : "no REQUEST_METHOD");
         conn_close(c);
         return -1;
     }
