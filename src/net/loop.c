@@ -34,6 +34,7 @@ struct loop {
     bool stop;
     uint64_t now;             /* cached CLOCK_MONOTONIC ms */
     uint64_t next_tick;       /* when 'tick' runs next */
+    int max_wait;             /* one-shot cap on the next wait in ms, or -1 */
     loop_hook_cb *tick;
     loop_hook_cb *after;
     void *hook_arg;
@@ -59,6 +60,7 @@ struct loop *loop_new(void)
     if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->wakefd, &ev) < 0) goto out_close_wake;
     l->now = clock_ms();
     l->next_tick = l->now + LOOP_TICK_MS;
+    l->max_wait = -1;
     return l;
 
 out_close_wake:
@@ -175,6 +177,8 @@ int loop_run(struct loop *l, const sigset_t *waitmask, void (*unlock)(void), voi
     while (!l->stop) {
         int timeout = (int)(l->next_tick > l->now ? l->next_tick - l->now : 0);
         int err = 0;
+        if (l->max_wait >= 0 && l->max_wait < timeout) timeout = l->max_wait;
+        l->max_wait = -1;
         if (unlock) unlock();
         int n = epoll_pwait(l->epfd, evs, LOOP_BATCH, timeout, waitmask);
         if (n < 0) err = errno;
@@ -190,6 +194,11 @@ int loop_run(struct loop *l, const sigset_t *waitmask, void (*unlock)(void), voi
         if (l->after) l->after(l, l->hook_arg);
     }
     return 0;
+}
+
+void loop_wait_at_most(struct loop *l, int ms)
+{
+    if (l->max_wait < 0 || ms < l->max_wait) l->max_wait = ms;
 }
 
 void loop_stop(struct loop *l)

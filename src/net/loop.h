@@ -52,6 +52,9 @@ void loop_set_hooks(struct loop *l, loop_hook_cb *tick, loop_hook_cb *after, voi
 int loop_run(struct loop *l, const sigset_t *waitmask, void (*unlock)(void), void (*lock)(void));
 void loop_stop(struct loop *l);
 
+/* The next wait lasts at most 'ms' (one-shot; the tick still runs on time). */
+void loop_wait_at_most(struct loop *l, int ms);
+
 /* Monotonic milliseconds, cached once per loop iteration (cheap to call often). */
 uint64_t loop_now(const struct loop *l);
 

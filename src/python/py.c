@@ -25,7 +25,7 @@
 #endif
 
 static PyObject *app;           /* the WSGI callable (strong reference) */
-static PyThreadState *saved;    /* the loop thread's state while it waits without the GIL */
+static _Thread_local PyThreadState *saved; /* this thread's state while it runs without the GIL */
 
 static int set_env(const struct config *cfg)
 {
@@ -260,6 +260,11 @@ void py_release_gil(void)
 void py_acquire_gil(void)
 {
     PyEval_RestoreThread(saved);
+}
+
+void py_thread_attach(void)
+{
+    (void)PyGILState_Ensure(); /* a new thread state for this thread, with the GIL */
 }
 
 void py_log_exception(const char *context)

@@ -36,9 +36,14 @@ void py_after_fork_child(void);
 /* Dumps every thread's traceback to 'fd' on SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGILL. */
 void py_enable_faulthandler(int fd);
 
-/* The loop's wait: the only place the loop thread lets go of the GIL (threads = 1). */
+/*
+ * Where a thread lets go of the GIL and takes it back: the loop's wait (threads = 1), a pool
+ * thread's idle wait, the master's fork. Each thread has its own saved state.
+ */
 void py_release_gil(void);
 void py_acquire_gil(void);
+/* A pool thread's entry: creates its Python thread state and takes the GIL. */
+void py_thread_attach(void);
 
 /*
  * Logs the current Python exception as "<context>: <traceback>" and clears it. GIL: held.

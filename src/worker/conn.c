@@ -13,6 +13,7 @@
 #include "worker/conn.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 enum conn_state {
     CONN_HEAD,     /* waiting for (the rest of) a request head */
     CONN_BODY,     /* spooling the request body */
+    CONN_APP,      /* on a Python thread (the loop reads ahead, touches nothing else) */
     CONN_RESPONSE, /* the app's response is being written (wsgi MORE outstanding) */
     CONN_LINGER,   /* error sent, write side shut: discarding input until EOF */
 };
@@ -45,6 +47,13 @@ enum {
     CONN_OUT_HIGH = 65536,   /* stop parsing pipelined requests above this much unsent */
     CONN_ACCEPT_BATCH = 8,   /* accepts per wake-up: leave some for idle siblings */
     CONN_LINGER_MS = 2000,
+};
+
+/* What a Python thread is asked to do with a connection's request. */
+enum conn_task {
+    TASK_CALL,   /* wsgi_call */
+    TASK_RESUME, /* wsgi_resume: the client took the last part, produce more */
+    TASK_ABORT,  /* wsgi_abort: the client is gone */
 };
 
 struct conn {
@@ -76,6 +85,11 @@ struct conn {
     struct buf out;           /* response bytes not yet written */
     struct wsgi_call call;
     enum wsgi_result pending; /* what the app said last, while in CONN_RESPONSE */
+    struct pool_task task;    /* with a pool: this connection's hand-off */
+    enum conn_task task_kind; /* what the thread should do (owner: loop until submitted) */
+    enum wsgi_result task_result; /* what it got (owner: thread until done) */
+    bool peer_closed;         /* EOF seen while the request was on a thread */
+    bool unwatched;           /* taken out of the loop while the request was on a thread */
 
     uint64_t deadline;        /* loop ms when the current wait times out; 0 = none */
     uint64_t started;         /* loop ms when the current request reached the app */
@@ -86,6 +100,9 @@ struct conn {
 };
 
 static void on_event(struct loop *l, int fd, unsigned events, void *arg);
+static void service(struct conn *c);
+
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* --- life cycle ------------------------------------------------------------------------- */
 
@@ -107,6 +124,7 @@ static struct conn *conn_get(struct conn_ctx *x, const struct listener *ls)
     }
     c->x = x;
     c->ls = ls;
+    c->peer_closed = c->unwatched = false;
     wsgi_call_init(&c->call, &c->out);
     c->state = CONN_HEAD;
     c->want_write = c->close_after_write = false;
@@ -137,16 +155,25 @@ static void conn_close(struct conn *c)
     struct conn_ctx *x = c->x;
 
     if (c->fd < 0) return;
-    if (wsgi_in_progress(&c->call)) wsgi_abort(&c->call);
     loop_del(x->loop, c->fd);
     close(c->fd);
     c->fd = -1;
     if (c->prev) c->prev->next = c->next;
     else x->all = c->next;
     if (c->next) c->next->prev = c->prev;
+    x->count--;
+    if (wsgi_in_progress(&c->call)) {
+        if (x->pool) {
+            /* the iterable's close() needs the GIL: a thread runs it, then the conn is freed */
+            c->task_kind = TASK_ABORT;
+            c->state = CONN_APP;
+            pool_submit(x->pool, &c->task);
+            return;
+        }
+        wsgi_abort(&c->call);
+    }
     c->next = x->closed;
     x->closed = c;
-    x->count--;
 }
 
 void conn_reap(struct conn_ctx *x)
@@ -174,11 +201,20 @@ void conn_close_all(struct conn_ctx *x)
     }
 }
 
-void conn_accept(struct conn_ctx *x, const struct listener *ls)
+/*
+ * Load-aware accept: with a pool, a worker takes new connections only while it has a free
+ * Python thread or room in a short queue, so an idle sibling gets the work instead.
+ */
+static bool has_room(const struct conn_ctx *x)
+{
+    return !x->pool || pool_inflight(x->pool) < x->max_inflight;
+}
+
+static void conn_accept(struct conn_ctx *x, const struct listener *ls)
 {
     char addr[64], port[8];
 
-    for (int i = 0; i < CONN_ACCEPT_BATCH && !x->draining; i++) {
+    for (int i = 0; i < CONN_ACCEPT_BATCH && !x->draining && has_room(x); i++) {
         int fd = sock_accept(ls, addr, sizeof(addr), port, sizeof(port));
         if (fd == -EAGAIN || fd == -ECONNABORTED) return;
         if (fd < 0) {
@@ -196,6 +232,32 @@ void conn_accept(struct conn_ctx *x, const struct listener *ls)
             conn_close(c);
         }
     }
+    if (!has_room(x)) conn_listen(x, false);
+}
+
+static void on_accept(struct loop *l, int fd, unsigned events, void *arg)
+{
+    struct conn_ctx *x = arg;
+    (void)l;
+    (void)events;
+    for (int i = 0; i < x->nls; i++)
+        if (x->ls[i].fd == fd) conn_accept(x, &x->ls[i]);
+}
+
+int conn_listen(struct conn_ctx *x, bool on)
+{
+    if (on == x->accepting) return 0;
+    for (int i = 0; i < x->nls; i++) {
+        int err = on ? loop_add(x->loop, x->ls[i].fd, LOOP_READABLE | LOOP_EXCLUSIVE, on_accept, x)
+                     : loop_del(x->loop, x->ls[i].fd);
+        if (err) {
+            log_error("cannot %s %s: %s", on ? "watch" : "unwatch", x->ls[i].name,
+                      strerror(-err));
+            return err;
+        }
+    }
+    x->accepting = on;
+    return 0;
 }
 
 /* --- output ----------------------------------------------------------------------------- */
@@ -296,7 +358,6 @@ static void request_done(struct conn *c)
     struct conn_ctx *x = c->x;
     size_t rest = c->rlen - c->pos;
 
-    scoreboard_end(x->slot);
     atomic_fetch_add_explicit(&x->sbw->requests, 1, memory_order_relaxed);
     if (log_access_enabled()) log_access(c);
     if (!c->call.keep_alive) c->keep_alive = false;
@@ -307,6 +368,30 @@ static void request_done(struct conn *c)
     c->state = CONN_HEAD;
     c->deadline = loop_now(x->loop) + (uint64_t)x->cfg->keepalive_timeout * 1000;
     if (!c->keep_alive) c->close_after_write = true;
+}
+
+/* Runs one app step on the calling thread (GIL held), recorded in its scoreboard slot. */
+static enum wsgi_result run_app(struct conn *c, enum conn_task kind, struct sb_slot *slot)
+{
+    struct timespec ts;
+    enum wsgi_result r = WSGI_DONE;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    scoreboard_begin(slot, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000,
+                     c->req.method, c->req.method_len, c->req.target, c->req.target_len);
+    if (kind == TASK_CALL) r = wsgi_call(&c->call);
+    else if (kind == TASK_RESUME) r = wsgi_resume(&c->call);
+    else wsgi_abort(&c->call);
+    scoreboard_end(slot);
+    return r;
+}
+
+/* Hands the connection's next app step to a Python thread. */
+static void run_elsewhere(struct conn *c, enum conn_task kind)
+{
+    c->task_kind = kind;
+    c->state = CONN_APP;
+    pool_submit(c->x->pool, &c->task);
 }
 
 /* Follows the app's answer until it is done or waits for the client. */
@@ -334,7 +419,11 @@ static void respond(struct conn *c, enum wsgi_result r)
             want(c, true);
             return;
         }
-        r = wsgi_resume(&c->call);
+        if (c->x->pool) {
+            run_elsewhere(c, TASK_RESUME);
+            return;
+        }
+        r = run_app(c, TASK_RESUME, scoreboard_slot(c->x->sb, c->x->sb_index, 0));
     }
 }
 
@@ -377,9 +466,41 @@ static void dispatch(struct conn *c)
     c->deadline = 0;
     c->started = loop_now(x->loop);
     if (log_access_enabled()) c->started_us = clock_us();
-    scoreboard_begin(x->slot, c->started, c->req.method, c->req.method_len, c->req.target,
-                     c->req.target_len);
-    respond(c, wsgi_call(w));
+    if (x->pool) run_elsewhere(c, TASK_CALL);
+    else respond(c, run_app(c, TASK_CALL, scoreboard_slot(x->sb, x->sb_index, 0)));
+}
+
+void conn_run_task(struct pool_task *t, int thread, void *arg)
+{
+    struct conn *c = container_of(t, struct conn, task);
+    struct conn_ctx *x = arg;
+    c->task_result = run_app(c, c->task_kind, scoreboard_slot(x->sb, x->sb_index, thread));
+}
+
+/* Back from a Python thread: continue where the loop left off. */
+void conn_task_done(struct pool_task *t, void *arg)
+{
+    struct conn *c = container_of(t, struct conn, task);
+    struct conn_ctx *x = arg;
+
+    if (c->fd < 0) { /* closed while on the thread (TASK_ABORT): free it now */
+        c->next = x->closed;
+        x->closed = c;
+    } else {
+        c->state = CONN_HEAD; /* respond() and request_done() set what comes next */
+        if (c->peer_closed) {
+            c->keep_alive = false;
+            c->call.keep_alive = false;
+        }
+        if (c->unwatched) {
+            c->unwatched = false;
+            c->want_write = c->peer_closed;
+            loop_add(x->loop, c->fd, c->peer_closed ? LOOP_WRITABLE : LOOP_READABLE, on_event, c);
+        }
+        respond(c, c->task_result);
+        if (c->fd >= 0 && c->state == CONN_HEAD) service(c);
+    }
+    if (!x->accepting && !x->draining && has_room(x)) conn_listen(x, true);
 }
 
 /* --- parsing ---------------------------------------------------------------------------- */
@@ -563,6 +684,7 @@ static bool advance(struct conn *c)
         } else if (c->state == CONN_BODY) {
             if (read_body(c) <= 0) return false;
             dispatch(c);
+            if (c->state == CONN_APP) return false;
         } else {
             return false;
         }
@@ -610,6 +732,13 @@ static void service(struct conn *c)
     }
 }
 
+/* While a thread has the request: stop hearing about input we cannot take now. */
+static void unwatch(struct conn *c)
+{
+    loop_del(c->x->loop, c->fd);
+    c->unwatched = true;
+}
+
 static void on_readable(struct conn *c)
 {
     ssize_t n;
@@ -620,11 +749,25 @@ static void on_readable(struct conn *c)
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_close(c);
         return;
     }
-    if (c->rlen == c->rcap) return; /* full: the parser will have said why */
+    if (c->rlen == c->rcap) {
+        /* full: only while a thread holds the request (else the parser said why); wait */
+        if (c->state == CONN_APP) unwatch(c);
+        return;
+    }
     n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+        if (c->state == CONN_APP) {
+            /* the request is on a thread: answer it, then close (the client may read) */
+            unwatch(c);
+            c->peer_closed = true;
+            return;
+        }
         conn_close(c); /* EOF or reset: nothing to answer */
+        return;
+    }
+    if (c->state == CONN_APP) { /* read ahead: the thread only looks at rbuf[0, pos) */
+        c->rlen += (size_t)n;
         return;
     }
     if (c->state == CONN_HEAD && c->rlen == 0)
@@ -686,6 +829,7 @@ void conn_sweep(struct conn_ctx *x)
     for (struct conn *c = x->all; c; c = next) {
         next = c->next;
         bool idle = c->state == CONN_HEAD && c->rlen == 0 && buf_used(&c->out) == 0;
+        if (c->state == CONN_APP) continue; /* a thread has it; harakiri is the master's */
         if (x->draining && idle) conn_close(c);
         else if (c->deadline && now >= c->deadline) expire(c);
     }

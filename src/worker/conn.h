@@ -19,6 +19,7 @@
 #include "net/loop.h"
 #include "net/sock.h"
 #include "stats/scoreboard.h"
+#include "worker/pool.h"
 
 struct conn;
 
@@ -28,7 +29,13 @@ struct conn_ctx {
     const struct config *cfg;
     struct http_limits limits;
     struct sb_worker *sbw;     /* this worker's scoreboard entry */
-    struct sb_slot *slot;      /* the request slot of the thread that runs the app */
+    struct scoreboard *sb;
+    int sb_index;              /* this worker's index in the scoreboard */
+    struct pool *pool;         /* --threads > 1: the Python threads; NULL: the loop calls */
+    int max_inflight;          /* with a pool: stop accepting at this many queued requests */
+    const struct listener *ls; /* the listeners, [nls] */
+    int nls;
+    bool accepting;            /* the listeners are in the loop */
     int worker_id;             /* 1-based, for logs */
     bool draining;             /* stopping: no new requests on kept-alive connections */
     struct conn *all;          /* every open connection (timeouts, draining) */
@@ -37,8 +44,11 @@ struct conn_ctx {
     int count;                 /* open connections */
 };
 
-/* Accepts up to a few waiting connections on 'ls'. Loop thread. */
-void conn_accept(struct conn_ctx *x, const struct listener *ls);
+/* Puts the listeners in the loop (or takes them out). Returns 0 or -errno. Loop thread. */
+int conn_listen(struct conn_ctx *x, bool on);
+/* The pool's callbacks (a Python thread runs a connection's app step; the loop goes on). */
+pool_run_cb conn_run_task;
+pool_done_cb conn_task_done;
 /* Once a second: timeouts, and closing idle connections while draining. */
 void conn_sweep(struct conn_ctx *x);
 /* After each epoll batch: frees connections closed during it. */

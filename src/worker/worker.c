@@ -24,8 +24,6 @@
 #include "util/log.h"
 #include "worker/conn.h"
 
-enum { WORKER_MAX_LISTENERS = 64 };
-
 static volatile sig_atomic_t stop_graceful; /* SIGTERM */
 static volatile sig_atomic_t stop_now;      /* SIGQUIT */
 
@@ -35,29 +33,12 @@ static void on_signal(int sig)
     else stop_now = 1;
 }
 
-/* What a listener's accept callback needs. */
-struct acceptor {
-    struct conn_ctx *x;
-    const struct listener *ls;
-};
-
-static struct acceptor acceptors[WORKER_MAX_LISTENERS];
-
-static void on_accept(struct loop *l, int fd, unsigned events, void *arg)
-{
-    struct acceptor *ac = arg;
-    (void)l;
-    (void)fd;
-    (void)events;
-    conn_accept(ac->x, ac->ls);
-}
-
 static void start_draining(struct conn_ctx *x, const struct worker_args *a)
 {
     if (x->draining) return;
     x->draining = true;
-    for (int i = 0; i < a->nls; i++)
-        loop_del(x->loop, a->ls[i].fd);
+    conn_listen(x, false);
+    (void)a;
     log_info("stopping gracefully: %d connection(s) to finish", x->count);
 }
 
@@ -66,6 +47,10 @@ static void after_batch(struct loop *l, void *arg)
 {
     struct conn_ctx *x = arg;
 
+    if (x->pool) {
+        int again = pool_collect(x->pool);
+        if (again >= 0) loop_wait_at_most(l, again);
+    }
     conn_reap(x);
     if (stop_now || (stop_graceful && !x->draining) || (x->draining && x->count == 0))
         loop_stop(l);
@@ -105,20 +90,6 @@ static int start_app(const struct config *cfg)
     return 0;
 }
 
-static int listen_all(struct conn_ctx *x, const struct worker_args *a)
-{
-    for (int i = 0; i < a->nls && i < WORKER_MAX_LISTENERS; i++) {
-        acceptors[i] = (struct acceptor){x, &a->ls[i]};
-        int err = loop_add(x->loop, a->ls[i].fd, LOOP_READABLE | LOOP_EXCLUSIVE, on_accept,
-                           &acceptors[i]);
-        if (err) {
-            log_error("cannot watch %s: %s", a->ls[i].name, strerror(-err));
-            return -1;
-        }
-    }
-    return 0;
-}
-
 _Noreturn void worker_main(const struct worker_args *a)
 {
     const struct config *cfg = a->cfg;
@@ -140,16 +111,26 @@ _Noreturn void worker_main(const struct worker_args *a)
                                     .max_headers = 100,
                                     .max_body = (uint64_t)cfg->limit_post};
     x.sbw = scoreboard_worker(a->sb, a->id);
-    x.slot = scoreboard_slot(a->sb, a->id, 0);
+    x.sb = a->sb;
+    x.sb_index = a->id;
+    x.ls = a->ls;
+    x.nls = a->nls;
     x.loop = loop_new();
-    if (!x.loop || listen_all(&x, a) < 0) exit(WORKER_EXIT_ERROR);
+    if (!x.loop || conn_listen(&x, true) < 0) exit(WORKER_EXIT_ERROR);
     loop_set_hooks(x.loop, on_tick, after_batch, &x);
     http_date_update(time(NULL));
+    if (cfg->threads > 1) {
+        /* The loop never runs Python from here on: the threads take the GIL. */
+        py_release_gil();
+        x.max_inflight = 2 * cfg->threads;
+        x.pool = pool_new(cfg->threads, x.loop, conn_run_task, conn_task_done, &x);
+        if (!x.pool) exit(WORKER_EXIT_ERROR);
+    }
     atomic_store(&x.sbw->ready, 1);
-    log_debug("ready");
 
     while (!stop_now) {
-        rc = loop_run(x.loop, &waitmask, py_release_gil, py_acquire_gil);
+        rc = loop_run(x.loop, &waitmask, x.pool ? NULL : py_release_gil,
+                      x.pool ? NULL : py_acquire_gil);
         if (rc < 0) {
             log_error("event loop: %s", strerror(-rc));
             exit(WORKER_EXIT_ERROR);
@@ -157,7 +138,6 @@ _Noreturn void worker_main(const struct worker_args *a)
         if (stop_now || (x.draining && x.count == 0)) break;
         if (stop_graceful) start_draining(&x, a);
     }
-    conn_close_all(&x);
-    loop_free(x.loop);
+    if (!x.pool) conn_close_all(&x); /* with threads, exit() ends them and their requests */
     exit(WORKER_EXIT_OK);
 }
