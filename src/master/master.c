@@ -248,7 +248,7 @@ static void signal_state(enum proc_state from, int sig, enum proc_state to)
 static void begin_stop(bool now)
 {
     if (stopping && !now) return;
-    log_info("%s: stopping %s", now ? "SIGQUIT" : "SIGTERM",
+    log_info("%s: stopping %s", now ? "SIGQUIT" : "SIGTERM/SIGINT",
              now ? "now" : "gracefully (in-flight requests finish)");
     stopping = true;
     stop_deadline = now_ms() + (uint64_t)cfg->graceful_timeout * 1000;
