@@ -10,10 +10,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,8 +60,13 @@ static int nprocs;
 static int generation = 1;
 static bool stopping;
 static uint64_t stop_deadline;
-static bool reloading;     /* new generation spawned, old one still serving */
+static bool reloading;     /* new workers spawned, old ones (PROC_OLD) still serving */
 static bool app_broken;    /* the app failed to load: do not respawn */
+static pid_t checker;      /* a child importing the new code before a re-exec, or 0 */
+static bool chain;         /* a chain reload is replacing workers one at a time */
+static int chain_generation; /* workers older than this are still to be chain-replaced */
+static bool notified;      /* systemd was told READY=1 */
+static time_t *touch_mtimes;       /* [touch_reload.n + touch_chain_reload.n] */
 
 static uint64_t now_ms(void)
 {
@@ -67,10 +77,18 @@ static uint64_t now_ms(void)
 
 /* --- listeners -------------------------------------------------------------------------- */
 
-/* Inherited descriptors from a re-exec: CORRAL_LISTEN_FDS="fd,fd,..." in listener order. */
+/*
+ * Inherited listening sockets, in listener order: from a re-exec of ours
+ * (CORRAL_LISTEN_FDS="fd,fd,..."), or from systemd socket activation (LISTEN_PID is us,
+ * LISTEN_FDS=n: descriptors 3..3+n-1).
+ */
 static int inherited_fd(int i)
 {
     const char *s = getenv("CORRAL_LISTEN_FDS");
+    const char *pid = getenv("LISTEN_PID");
+    const char *n = getenv("LISTEN_FDS");
+
+    if (!s && pid && n && atoi(pid) == (int)getpid()) return i < atoi(n) ? 3 + i : -1;
     for (int k = 0; s && *s; k++) {
         if (k == i) return atoi(s);
         s = strchr(s, ',');
@@ -102,7 +120,70 @@ static int bind_all(void)
         log_warn("listen backlog %d is above net.core.somaxconn (%d): the kernel uses %d",
                  cfg->listen, somax, somax);
     unsetenv("CORRAL_LISTEN_FDS");
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
     return 0;
+}
+
+/* --uid/--gid: drop root once the sockets are bound, before the app is imported. */
+static int drop_privileges(void)
+{
+    gid_t gid = 0;
+    uid_t uid = 0;
+    char *end;
+
+    if (cfg->gid) {
+        struct group *g = getgrnam(cfg->gid);
+        gid = g ? g->gr_gid : (gid_t)strtoul(cfg->gid, &end, 10);
+        if (!g && (*end || end == cfg->gid)) {
+            log_error("gid %s: no such group", cfg->gid);
+            return -1;
+        }
+        if (setgroups(0, NULL) < 0 && errno != EPERM) return -1;
+        if (setgid(gid) < 0) {
+            log_error("setgid %s: %s", cfg->gid, strerror(errno));
+            return -1;
+        }
+    }
+    if (cfg->uid) {
+        struct passwd *pw = getpwnam(cfg->uid);
+        uid = pw ? pw->pw_uid : (uid_t)strtoul(cfg->uid, &end, 10);
+        if (!pw && (*end || end == cfg->uid)) {
+            log_error("uid %s: no such user", cfg->uid);
+            return -1;
+        }
+        if (!cfg->gid && pw && setgid(pw->pw_gid) < 0) {
+            log_error("setgid for %s: %s", cfg->uid, strerror(errno));
+            return -1;
+        }
+        if (setuid(uid) < 0) {
+            log_error("setuid %s: %s", cfg->uid, strerror(errno));
+            return -1;
+        }
+    }
+    if (cfg->uid || cfg->gid)
+        log_info("running as uid %d, gid %d", (int)getuid(), (int)getgid());
+    return 0;
+}
+
+/* systemd Type=notify: one datagram to $NOTIFY_SOCKET, if there is one. */
+static void sd_notify(const char *state)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    size_t len;
+    int fd;
+
+    if (!path || !*path || (len = strlen(path)) >= sizeof(sun.sun_path)) return;
+    memcpy(sun.sun_path, path, len);
+    if (path[0] == '@') sun.sun_path[0] = '\0';
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return;
+    if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&sun,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+        log_warn("systemd notify: %s", strerror(errno));
+    close(fd);
 }
 
 static void vacuum(void)
@@ -199,6 +280,24 @@ static void obituary(int i, int status)
     }
 }
 
+/* A new-generation worker could not import the app: the old workers go on serving. */
+static void abort_reload(void)
+{
+    log_error("reload aborted: the new code does not load; the old workers keep serving");
+    for (int i = 0; i < nprocs; i++) {
+        if (procs[i].state == PROC_RUNNING && procs[i].generation == generation) {
+            if (procs[i].pid > 0) kill(procs[i].pid, SIGKILL);
+            procs[i].state = procs[i].pid > 0 ? PROC_STOPPING : PROC_FREE;
+        } else if (procs[i].state == PROC_WAITING) {
+            procs[i].state = PROC_FREE;
+        } else if (procs[i].state == PROC_OLD) {
+            procs[i].state = PROC_RUNNING;
+        }
+    }
+    reloading = false;
+    chain = false;
+}
+
 static void schedule_respawn(struct proc *p, int status)
 {
     uint64_t now = now_ms();
@@ -206,7 +305,11 @@ static void schedule_respawn(struct proc *p, int status)
 
     if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_APP_LOAD) {
         if (generation == 1 && !p->ever_ready) app_broken = true;
-        else log_error("the new app does not load: the old workers keep serving");
+        else if (reloading) {
+            p->state = PROC_FREE;
+            abort_reload();
+            return;
+        }
     }
     p->backoff_ms = quick ? (p->backoff_ms ? p->backoff_ms * 2 : 250) : 0;
     if (p->backoff_ms > 16000) p->backoff_ms = 16000;
@@ -216,6 +319,8 @@ static void schedule_respawn(struct proc *p, int status)
     p->respawn_at = now + p->backoff_ms;
 }
 
+static void reexec(void);
+
 static void reap(void)
 {
     int status;
@@ -223,6 +328,13 @@ static void reap(void)
 
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         int i;
+        if (pid == checker) {
+            checker = 0;
+            if (WIFEXITED(status) && WEXITSTATUS(status) == 0) reexec();
+            else log_error("reload aborted: the new code does not load (see the traceback "
+                           "above); the old workers keep serving");
+            continue;
+        }
         for (i = 0; i < nprocs && procs[i].pid != pid; i++)
             ;
         if (i == nprocs) continue; /* not ours (an app's own child of a re-exec'd master) */
@@ -251,6 +363,7 @@ static void begin_stop(bool now)
     log_info("%s: stopping %s", now ? "SIGQUIT" : "SIGTERM/SIGINT",
              now ? "now" : "gracefully (in-flight requests finish)");
     stopping = true;
+    sd_notify("STOPPING=1");
     stop_deadline = now_ms() + (uint64_t)cfg->graceful_timeout * 1000;
     for (int i = 0; i < nprocs; i++) {
         if (procs[i].state == PROC_WAITING) procs[i].state = PROC_FREE;
@@ -275,7 +388,7 @@ static void reexec(void)
                                    (int)procs[i].pid);
     setenv("CORRAL_LISTEN_FDS", fds, 1);
     setenv("CORRAL_OLD_WORKERS", olds, 1);
-    log_info("SIGHUP: reloading: re-executing the master to import the app afresh");
+    log_info("reloading: re-executing the master with the new code");
     signals_unblock();
     execv("/proc/self/exe", saved_argv);
     signals_block();
@@ -284,21 +397,129 @@ static void reexec(void)
         fcntl(listeners[i].fd, F_SETFD, FD_CLOEXEC);
 }
 
-/* Lazy apps: new workers import the code themselves; the old ones stop once they are up. */
-static void begin_reload(void)
+/*
+ * Before a preloaded app's master replaces itself, a child imports the new code with the same
+ * command line (CORRAL_CHECK_APP): only if that works does the master re-execute, so a broken
+ * new version leaves the old one serving.
+ */
+static void check_then_reexec(void)
 {
-    if (stopping) return;
+    pid_t pid;
+
+    if (checker) return;
+    pid = fork();
+    if (pid == 0) {
+        signals_unblock();
+        setenv("CORRAL_CHECK_APP", "1", 1);
+        execv("/proc/self/exe", saved_argv);
+        _exit(127);
+    }
+    if (pid < 0) log_error("reload: cannot fork the import check: %s", strerror(errno));
+    else checker = pid;
+}
+
+/* Lazy apps: new workers import the code themselves; the old ones stop once they are up. */
+static void begin_reload(const char *why)
+{
+    if (stopping || reloading) return;
     if (!cfg->lazy_apps) {
-        reexec();
+        log_info("%s: reloading: importing the new code in a check process first", why);
+        check_then_reexec();
         return;
     }
-    log_info("SIGHUP: reloading: new workers first, then the old ones finish and exit");
+    log_info("%s: reloading: new workers first, then the old ones finish and exit", why);
     for (int i = 0; i < nprocs; i++) {
         if (procs[i].state == PROC_RUNNING) procs[i].state = PROC_OLD;
         else if (procs[i].state == PROC_WAITING) procs[i].state = PROC_FREE;
     }
     generation++;
     reloading = true;
+}
+
+/* Chain reload: replace the workers one at a time, each only once its successor is ready. */
+static void begin_chain_reload(const char *why)
+{
+    if (stopping || chain) return;
+    if (!cfg->lazy_apps) {
+        log_info("%s: chain reload needs --lazy-apps (a preloaded app is reloaded whole)", why);
+        begin_reload(why);
+        return;
+    }
+    log_info("%s: chain reload: one worker at a time", why);
+    chain = true;
+    chain_generation = ++generation;
+}
+
+static void chain_step(void)
+{
+    if (!chain || reloading) return;
+    for (int i = 0; i < nprocs; i++) {
+        if (procs[i].state != PROC_RUNNING || procs[i].generation >= chain_generation) continue;
+        log_info("chain reload: replacing worker %d (pid %d)", procs[i].number, (int)procs[i].pid);
+        procs[i].state = PROC_OLD;
+        reloading = true;
+        return;
+    }
+    chain = false;
+    log_info("chain reload done");
+}
+
+/* Workers that asked to be recycled (max-requests, RSS, lifetime) get a successor first. */
+static void recycle(void)
+{
+    static const char *const why[] = {"", "max-requests reached", "reload-on-rss exceeded",
+                                      "max-worker-lifetime reached"};
+    for (int i = 0; i < nprocs; i++) {
+        int r = atomic_load(&scoreboard_worker(sb, i)->recycle);
+        if (procs[i].state != PROC_RUNNING || r <= 0 || r > SB_RECYCLE_LIFETIME) continue;
+        log_info("worker %d (pid %d): %s: recycling it once its successor is ready",
+                 procs[i].number, (int)procs[i].pid, why[r]);
+        procs[i].state = PROC_OLD;
+        reloading = true;
+    }
+}
+
+/* Harakiri, step two: a request still running harakiri + grace seconds after it started. */
+static void harakiri_kill(uint64_t now)
+{
+    uint64_t limit = (uint64_t)(cfg->harakiri + cfg->harakiri_grace) * 1000;
+
+    for (int i = 0; i < nprocs && cfg->harakiri; i++) {
+        if (procs[i].pid <= 0 || procs[i].state == PROC_WAITING) continue;
+        for (int t = 0; t < scoreboard_threads(sb); t++) {
+            struct sb_slot *s = scoreboard_slot(sb, i, t);
+            uint64_t started = atomic_load(&s->started_ms);
+            if (!started || now - started < limit) continue;
+            log_error("harakiri: worker %d (pid %d) thread %d still on %s after %d s "
+                      "(stuck outside Python?): killing the worker",
+                      procs[i].number, (int)procs[i].pid, t + 1, s->line,
+                      cfg->harakiri + cfg->harakiri_grace);
+            kill(procs[i].pid, SIGKILL);
+            break;
+        }
+    }
+}
+
+static time_t mtime_of(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_mtime : 0;
+}
+
+/* --touch-reload / --touch-chain-reload: a changed mtime triggers the reload. */
+static void check_touch(void)
+{
+    int n = cfg->touch_reload.n, m = cfg->touch_chain_reload.n;
+    for (int i = 0; i < n + m; i++) {
+        const char *path = i < n ? cfg->touch_reload.v[i] : cfg->touch_chain_reload.v[i - n];
+        time_t t = mtime_of(path);
+        if (t == touch_mtimes[i]) continue;
+        touch_mtimes[i] = t;
+        char why[300];
+        snprintf(why, sizeof(why), "%s touched", path);
+        if (i < n) begin_reload(why);
+        else begin_chain_reload(why);
+    }
 }
 
 /* Old workers handed over by the previous master image. */
@@ -370,6 +591,9 @@ static int maintain(void)
     int running = 0;
 
     if (!stopping) {
+        recycle();
+        chain_step();
+        check_touch();
         fill_generation(now);
         for (int i = 0; i < nprocs; i++)
             if (procs[i].state == PROC_WAITING && procs[i].respawn_at <= now && !app_broken)
@@ -377,9 +601,15 @@ static int maintain(void)
         if (reloading && generation_ready()) {
             signal_state(PROC_OLD, SIGTERM, PROC_STOPPING);
             reloading = false;
-            log_info("reload done: the new workers are serving");
+            if (!chain) log_info("the new workers are serving; the old ones finish and exit");
+            chain_step();
+        }
+        if (!notified && !reloading && generation_ready()) {
+            sd_notify("READY=1");
+            notified = true;
         }
     }
+    harakiri_kill(now);
     for (int i = 0; i < nprocs; i++)
         if (procs[i].pid > 0) running++;
     if (stopping && running && now >= stop_deadline) {
@@ -389,12 +619,22 @@ static int maintain(void)
         stop_deadline = now + 60000;
     }
     if ((stopping || app_broken) && running == 0) return -1;
-    return reloading || stopping ? 100 : 1000;
+    return reloading || stopping || chain || checker || cfg->harakiri ? 100 : 1000;
 }
 
+/* Room for two generations plus workers being recycled beside them. */
 static int numbered_slots(void)
 {
-    return 2 * cfg->processes;
+    return 3 * cfg->processes;
+}
+
+/* CORRAL_CHECK_APP: the reload check (see check_then_reexec): import, report, exit. */
+static int check_app(void)
+{
+    log_set_role("reload check");
+    if (py_init(cfg) < 0 || py_load_app(cfg) < 0) return 1;
+    log_info("the new code imports cleanly");
+    return 0;
 }
 
 int master_run(const struct config *c, char **argv)
@@ -403,16 +643,19 @@ int master_run(const struct config *c, char **argv)
 
     cfg = c;
     saved_argv = argv;
+    if (getenv("CORRAL_CHECK_APP")) return check_app();
     log_set_role("master");
     signals_block();
     if (bind_all() < 0) return 1;
-    if (write_pidfile() < 0) return 1;
+    if (write_pidfile() < 0 || drop_privileges() < 0) return 1;
     if (py_init(cfg) < 0) return 1;
-    if (!cfg->lazy_apps && py_load_app(cfg) < 0) {
-        if (getenv("CORRAL_OLD_WORKERS"))
-            log_error("reload failed: the old workers keep serving until the next SIGHUP");
-        return 1;
-    }
+    if (!cfg->lazy_apps && py_load_app(cfg) < 0) return 1;
+    touch_mtimes = xcalloc((size_t)(cfg->touch_reload.n + cfg->touch_chain_reload.n) + 1,
+                           sizeof(*touch_mtimes));
+    for (int i = 0; i < cfg->touch_reload.n; i++)
+        touch_mtimes[i] = mtime_of(cfg->touch_reload.v[i]);
+    for (int i = 0; i < cfg->touch_chain_reload.n; i++)
+        touch_mtimes[cfg->touch_reload.n + i] = mtime_of(cfg->touch_chain_reload.v[i]);
     py_release_gil();
     nprocs = numbered_slots();
     procs = xcalloc((size_t)nprocs, sizeof(*procs));
@@ -430,8 +673,9 @@ int master_run(const struct config *c, char **argv)
         if (sig == SIGCHLD) reap();
         else if (sig == SIGTERM || sig == SIGINT) begin_stop(false);
         else if (sig == SIGQUIT) begin_stop(true);
-        else if (sig == SIGHUP) begin_reload();
-        else reap(); /* timeout: SIGCHLD may have been merged */
+        else if (sig == SIGHUP) begin_reload("SIGHUP");
+        else if (sig == SIGUSR2) begin_chain_reload("SIGUSR2");
+        else reap(); /* SIGUSR1 (recycle requests: seen in maintain) or a timeout */
     }
     vacuum();
     if (app_broken) {

@@ -30,6 +30,8 @@ void signals_block(void)
     sigaddset(&master_set, SIGINT);
     sigaddset(&master_set, SIGQUIT);
     sigaddset(&master_set, SIGHUP);
+    sigaddset(&master_set, SIGUSR1); /* a worker asks to be recycled */
+    sigaddset(&master_set, SIGUSR2); /* chain reload */
     sigprocmask(SIG_BLOCK, &master_set, &saved_mask);
 }
 

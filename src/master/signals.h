@@ -8,7 +8,7 @@
 #ifndef CORRAL_SIGNALS_H
 #define CORRAL_SIGNALS_H
 
-/* Blocks SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP and ignores SIGPIPE. */
+/* Blocks SIGCHLD, SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2; ignores SIGPIPE. */
 void signals_block(void);
 /* Waits up to timeout_ms for one of them; returns its number, or 0 on timeout. */
 int signals_wait(int timeout_ms);

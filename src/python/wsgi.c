@@ -44,6 +44,8 @@ static PyObject *k_method, *k_script_name, *k_path_info, *k_query, *k_content_ty
 static PyObject *v_version, *v_http, *v_https, *v_empty, *v_errors, *v_proto10, *v_proto11;
 static PyObject *v_multithread, *v_multiprocess;
 static PyObject *s_close, *s_fileno, *s_tell;
+static PyObject *harakiri_exc; /* corral.HarakiriTimeout, a BaseException: not swallowed by
+                                  an app's "except Exception" */
 
 /* Common request headers, matched case-insensitively, with their interned environ keys. */
 static struct known_header {
@@ -790,14 +792,15 @@ static void release(struct wsgi_call *c)
 static enum wsgi_result fail(struct wsgi_call *c, const char *what)
 {
     bool sent = c->headers_sent;
+    int status = PyErr_ExceptionMatches(harakiri_exc) ? 504 : 500;
 
     log_request_error(c, what);
     release(c);
     if (sent) return WSGI_ABORT;
     c->out->len = c->out_mark; /* drop the unsent head */
-    c->status = 500;
+    c->status = status;
     c->body_bytes = 0;
-    http_error_response(c->out, 500, !c->keep_alive);
+    http_error_response(c->out, status, !c->keep_alive);
     return WSGI_DONE;
 }
 
@@ -1023,6 +1026,10 @@ int wsgi_init(const struct config *cfg)
     if (make_keys() < 0 || PyType_Ready(&sr_type) < 0 || PyType_Ready(&writer_type) < 0 ||
         PyType_Ready(&file_wrapper_type) < 0 || py_input_init() < 0)
         goto out_err;
+    harakiri_exc = PyErr_NewExceptionWithDoc(
+        "corral.HarakiriTimeout", "the request ran longer than --harakiri allows",
+        PyExc_BaseException, NULL);
+    if (!harakiri_exc) goto out_err;
     v_version = Py_BuildValue("(ii)", 1, 0);
     v_errors = PySys_GetObject("stderr");
     if (!v_version || !v_errors) goto out_err;
@@ -1034,4 +1041,42 @@ int wsgi_init(const struct config *cfg)
 out_err:
     py_log_exception("cannot set up the WSGI layer");
     return -1;
+}
+
+/* The formatted stack of thread 'ident', or NULL. */
+static PyObject *thread_stack(uint64_t ident)
+{
+    PyObject *fn = PySys_GetObject("_current_frames"); /* borrowed */
+    PyObject *frames = fn ? PyObject_CallNoArgs(fn) : NULL;
+    PyObject *key = PyLong_FromUnsignedLongLong(ident);
+    PyObject *frame, *tb = NULL, *lines = NULL, *text = NULL;
+
+    if (!frames || !key) goto out;
+    frame = PyDict_GetItem(frames, key); /* borrowed */
+    if (!frame) goto out;
+    tb = PyImport_ImportModule("traceback");
+    if (tb) lines = PyObject_CallMethod(tb, "format_stack", "O", frame);
+    if (lines) text = PyUnicode_Join(v_empty, lines);
+out:
+    Py_XDECREF(lines);
+    Py_XDECREF(tb);
+    Py_XDECREF(key);
+    Py_XDECREF(frames);
+    PyErr_Clear();
+    return text;
+}
+
+void wsgi_harakiri(uint64_t ident, const char *request, int seconds)
+{
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *stack = thread_stack(ident);
+    const char *s = stack ? PyUnicode_AsUTF8(stack) : NULL;
+
+    log_error("harakiri: %s ran over %d s on thread %llu; raising HarakiriTimeout in it. "
+              "Where it was:\n%s",
+              request, seconds, (unsigned long long)ident, s ? s : "(no Python frame)\n");
+    PyThreadState_SetAsyncExc((unsigned long)ident, harakiri_exc);
+    Py_XDECREF(stack);
+    PyErr_Clear();
+    PyGILState_Release(g);
 }

@@ -114,6 +114,13 @@ void wsgi_call_init(struct wsgi_call *c, struct buf *out);
 enum wsgi_result wsgi_call(struct wsgi_call *c);
 enum wsgi_result wsgi_resume(struct wsgi_call *c);
 void wsgi_abort(struct wsgi_call *c);
+/*
+ * Harakiri, step one: logs the Python traceback of thread 'ident' (serving 'request') and
+ * raises corral.HarakiriTimeout in it, so the app unwinds and the client gets 504. Called from
+ * the worker's watchdog thread; takes the GIL itself.
+ */
+void wsgi_harakiri(uint64_t ident, const char *request, int seconds);
+
 /* True while a response is between WSGI_MORE and its end. */
 bool wsgi_in_progress(const struct wsgi_call *c);
 

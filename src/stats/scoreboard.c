@@ -6,7 +6,9 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "util/xalloc.h"
 
@@ -74,4 +76,10 @@ void scoreboard_begin(struct sb_slot *slot, uint64_t now_ms, const char *method,
     memcpy(slot->line + n, target, tlen);
     slot->line[n + tlen] = '\0';
     atomic_store_explicit(&slot->started_ms, now_ms ? now_ms : 1, memory_order_relaxed);
+}
+
+void scoreboard_ask_recycle(struct sb_worker *w, enum sb_recycle why)
+{
+    int none = SB_RECYCLE_NONE;
+    if (atomic_compare_exchange_strong(&w->recycle, &none, (int)why)) kill(getppid(), SIGUSR1);
 }

@@ -19,6 +19,7 @@ enum { SB_LINE_MAX = 240 };
 /* One thread's current request. */
 struct sb_slot {
     _Atomic uint64_t started_ms; /* CLOCK_MONOTONIC ms when the request reached the app; 0 idle */
+    _Atomic uint64_t thread;     /* the thread's Python ident (pthread_self), for harakiri */
     char line[SB_LINE_MAX];      /* "GET /path?query" (truncated), NUL-terminated */
 };
 
@@ -28,7 +29,15 @@ struct sb_worker {
     _Atomic uint64_t requests;   /* requests completed by this worker */
     _Atomic uint64_t started_ms; /* when the worker process started */
     _Atomic int ready;           /* set once the worker is accepting */
-    int pad;
+    _Atomic int recycle;         /* the worker asks to be replaced: enum sb_recycle */
+};
+
+/* Why a worker asks to be recycled. */
+enum sb_recycle {
+    SB_RECYCLE_NONE,
+    SB_RECYCLE_MAX_REQUESTS,
+    SB_RECYCLE_RSS,
+    SB_RECYCLE_LIFETIME,
 };
 
 struct scoreboard;
@@ -43,6 +52,9 @@ int scoreboard_threads(const struct scoreboard *sb);
 /* Records that 'slot' started serving method+target (worker side, on its own slot). */
 void scoreboard_begin(struct sb_slot *slot, uint64_t now_ms, const char *method, size_t mlen,
                       const char *target, size_t tlen);
+/* Asks the master (once) to replace this worker: sets 'recycle' and sends it SIGUSR1. */
+void scoreboard_ask_recycle(struct sb_worker *w, enum sb_recycle why);
+
 static inline void scoreboard_end(struct sb_slot *slot)
 {
     atomic_store_explicit(&slot->started_ms, 0, memory_order_relaxed);

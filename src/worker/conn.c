@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <poll.h>
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -358,7 +359,9 @@ static void request_done(struct conn *c)
     struct conn_ctx *x = c->x;
     size_t rest = c->rlen - c->pos;
 
-    atomic_fetch_add_explicit(&x->sbw->requests, 1, memory_order_relaxed);
+    uint64_t n = atomic_fetch_add_explicit(&x->sbw->requests, 1, memory_order_relaxed) + 1;
+    if (x->max_requests && n >= x->max_requests)
+        scoreboard_ask_recycle(x->sbw, SB_RECYCLE_MAX_REQUESTS);
     if (log_access_enabled()) log_access(c);
     if (!c->call.keep_alive) c->keep_alive = false;
     spool_reset(&c->body);
@@ -377,6 +380,7 @@ static enum wsgi_result run_app(struct conn *c, enum conn_task kind, struct sb_s
     enum wsgi_result r = WSGI_DONE;
 
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    atomic_store_explicit(&slot->thread, (uint64_t)pthread_self(), memory_order_relaxed);
     scoreboard_begin(slot, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000,
                      c->req.method, c->req.method_len, c->req.target, c->req.target_len);
     if (kind == TASK_CALL) r = wsgi_call(&c->call);

@@ -36,6 +36,7 @@ struct conn_ctx {
     const struct listener *ls; /* the listeners, [nls] */
     int nls;
     bool accepting;            /* the listeners are in the loop */
+    uint64_t max_requests;     /* recycle after this many requests (with jitter); 0: never */
     int worker_id;             /* 1-based, for logs */
     bool draining;             /* stopping: no new requests on kept-alive connections */
     struct conn *all;          /* every open connection (timeouts, draining) */

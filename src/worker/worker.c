@@ -9,6 +9,7 @@
 #include "worker/worker.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@
 #include "python/py.h"
 #include "python/wsgi.h"
 #include "util/log.h"
+#include "util/xalloc.h"
 #include "worker/conn.h"
 
 static volatile sig_atomic_t stop_graceful; /* SIGTERM */
@@ -56,11 +58,59 @@ static void after_batch(struct loop *l, void *arg)
         loop_stop(l);
 }
 
+/* Resident memory in MiB, from /proc/self/statm. */
+static long rss_mib(void)
+{
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "re");
+    if (!f) return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    fclose(f);
+    return resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
+}
+
 static void on_tick(struct loop *l, void *arg)
 {
     struct conn_ctx *x = arg;
-    (void)l;
+    const struct config *cfg = x->cfg;
+
     conn_sweep(x);
+    if (cfg->reload_on_rss && rss_mib() > cfg->reload_on_rss)
+        scoreboard_ask_recycle(x->sbw, SB_RECYCLE_RSS);
+    if (cfg->max_worker_lifetime &&
+        loop_now(l) - atomic_load(&x->sbw->started_ms) > (uint64_t)cfg->max_worker_lifetime * 1000)
+        scoreboard_ask_recycle(x->sbw, SB_RECYCLE_LIFETIME);
+}
+
+/*
+ * Harakiri, step one, for every thread of this worker: a request past --harakiri gets an
+ * exception raised in its own thread (the other threads' requests go on). Step two, killing
+ * the worker when that does not bring the thread back, is the master's.
+ */
+static void *watchdog(void *arg)
+{
+    const struct worker_args *a = arg;
+    int threads = a->cfg->threads;
+    uint64_t *raised = xcalloc((size_t)threads, sizeof(*raised));
+    uint64_t limit = (uint64_t)a->cfg->harakiri * 1000;
+
+    for (;;) {
+        struct timespec ts;
+        usleep(200 * 1000);
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+        uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        for (int t = 0; t < threads; t++) {
+            struct sb_slot *s = scoreboard_slot(a->sb, a->id, t);
+            uint64_t started = atomic_load(&s->started_ms);
+            if (!started || started == raised[t] || now - started < limit) continue;
+            raised[t] = started;
+            char line[SB_LINE_MAX];
+            memcpy(line, s->line, sizeof(line));
+            line[sizeof(line) - 1] = '\0';
+            wsgi_harakiri(atomic_load(&s->thread), line, a->cfg->harakiri);
+        }
+    }
+    return NULL;
 }
 
 static void setup_signals(sigset_t *waitmask)
@@ -125,6 +175,16 @@ _Noreturn void worker_main(const struct worker_args *a)
         x.max_inflight = 2 * cfg->threads;
         x.pool = pool_new(cfg->threads, x.loop, conn_run_task, conn_task_done, &x);
         if (!x.pool) exit(WORKER_EXIT_ERROR);
+    }
+    x.max_requests = (uint64_t)cfg->max_requests;
+    if (cfg->max_requests && cfg->max_requests_jitter)
+        x.max_requests += (uint64_t)(rand_r(&(unsigned){(unsigned)getpid()}) %
+                                     (cfg->max_requests_jitter + 1));
+    atomic_store(&x.sbw->started_ms, loop_now(x.loop));
+    if (cfg->harakiri) {
+        pthread_t tid;
+        if (pthread_create(&tid, NULL, watchdog, (void *)a) == 0) pthread_detach(tid);
+        else log_error("cannot start the harakiri watchdog");
     }
     atomic_store(&x.sbw->ready, 1);
 
