@@ -622,13 +622,13 @@ static void test_uwsgi_unknown_keys(void **state)
     struct run r;
     (void)state;
 
-    write_file("site.ini", "[uwsgi]\nhttp = :1\nmodule = app\ncheaper = 2\nharakiri = 30\n"
+    write_file("site.ini", "[uwsgi]\nhttp = :1\nmodule = app\ncheaper = 2\noffload-threads = 30\n"
                            "cheaper = 3\nmyport = 8001\nhttp = :%(myport)\np = 4\n");
     assert_int_equal(run(&r, (const char *[]){"corral", "--ini", "site.ini", NULL}), 0);
     assert_string_equal(r.warn,
                         "corral: warning: site.ini:4: uwsgi option 'cheaper' is not supported by "
                         "corral; ignored\n"
-                        "corral: warning: site.ini:5: uwsgi option 'harakiri' is not supported by "
+                        "corral: warning: site.ini:5: uwsgi option 'offload-threads' is not supported by "
                         "corral; ignored\n"
                         "corral: warning: site.ini:9: uwsgi option 'p' is not supported by "
                         "corral; ignored\n");
@@ -661,15 +661,15 @@ static void test_uwsgi_django_ini(void **state)
                              "vacuum = true\n"
                              "die-on-term = true\n"
                              "\n"
-                             "harakiri = 30\n"
-                             "max-requests = 5000\n"
+                             "offload-threads = 30\n"
+                             "thunder-lock = true\n"
                              "env = DJANGO_SETTINGS_MODULE=%(project).settings\n");
     assert_int_equal(run(&r, (const char *[]){"corral", "--ini", "django.ini", NULL}), 0);
     assert_string_equal(r.err, "");
     assert_string_equal(r.warn,
-                        "corral: warning: django.ini:19: uwsgi option 'harakiri' is not supported "
+                        "corral: warning: django.ini:19: uwsgi option 'offload-threads' is not supported "
                         "by corral; ignored\n"
-                        "corral: warning: django.ini:20: uwsgi option 'max-requests' is not "
+                        "corral: warning: django.ini:20: uwsgi option 'thunder-lock' is not "
                         "supported by corral; ignored\n");
     assert_string_equal(r.cfg.chdir, "/srv/mysite");
     assert_string_equal(r.cfg.module, "mysite.wsgi:application");
@@ -797,7 +797,7 @@ static void test_magic_errors(void **state)
     expect_error((const char *[]){BASE, "--ini", "d.ini", NULL},
                  "d.ini:2: chdir: '@(file)' is not supported by corral");
     /* values of ignored keys are not expanded, so they cannot fail */
-    write_file("e.ini", "[uwsgi]\nharakiri = %k$(CORRAL_TEST_UNSET)\n");
+    write_file("e.ini", "[uwsgi]\noffload-threads = %k$(CORRAL_TEST_UNSET)\n");
     struct run r;
     assert_int_equal(run(&r, (const char *[]){BASE, "--ini", "e.ini", NULL}), 0);
     config_free(&r.cfg);
