@@ -80,6 +80,8 @@ struct config {
     int max_worker_lifetime;/* --max-worker-lifetime: recycle after this many seconds; 0 off */
     struct strlist touch_reload;       /* --touch-reload FILE: reload when its mtime changes */
     struct strlist touch_chain_reload; /* --touch-chain-reload FILE: chain reload likewise */
+    int cheaper;            /* --cheaper: adaptive workers: keep at least this many; 0 = off */
+    int cheaper_idle;       /* --cheaper-idle: seconds before an idle extra worker retires */
     char *uid;              /* --uid: user (name or number) to run as after binding */
     char *gid;              /* --gid: group (name or number) to run as after binding */
 

@@ -16,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -67,6 +69,8 @@ static bool chain;         /* a chain reload is replacing workers one at a time 
 static int chain_generation; /* workers older than this are still to be chain-replaced */
 static bool notified;      /* systemd was told READY=1 */
 static time_t *touch_mtimes;       /* [touch_reload.n + touch_chain_reload.n] */
+static int target;         /* workers wanted now: --processes, or between --cheaper and it */
+static uint64_t busy_since;/* --cheaper: when every worker became busy, or 0 */
 
 static uint64_t now_ms(void)
 {
@@ -522,6 +526,71 @@ static void check_touch(void)
     }
 }
 
+/* True if every thread of worker i is inside the app. */
+static bool worker_busy(int i)
+{
+    for (int t = 0; t < scoreboard_threads(sb); t++)
+        if (!atomic_load(&scoreboard_slot(sb, i, t)->started_ms)) return false;
+    return true;
+}
+
+/* Connections waiting in any TCP listener's accept queue (TCP_INFO on a listening socket). */
+static bool backlog_waiting(void)
+{
+    for (int i = 0; i < nlisteners; i++) {
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        if (!listeners[i].is_unix &&
+            getsockopt(listeners[i].fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+            ti.tcpi_unacked > 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * --cheaper: one more worker when all are busy (or connections queue up) for a second; an
+ * extra worker that served nothing for --cheaper-idle seconds is retired gracefully.
+ */
+static void adapt(uint64_t now)
+{
+    static uint64_t last_requests[1024 * 3];
+    static uint64_t idle_since[1024 * 3];
+    int running = 0, busy = 0;
+
+    if (!cfg->cheaper || reloading || chain) return;
+    for (int i = 0; i < nprocs; i++) {
+        if (procs[i].state != PROC_RUNNING) continue;
+        uint64_t n = atomic_load(&scoreboard_worker(sb, i)->requests);
+        running++;
+        if (worker_busy(i)) busy++;
+        if (n != last_requests[i] || worker_busy(i) || !idle_since[i]) idle_since[i] = now;
+        last_requests[i] = n;
+    }
+    if (running && (busy == running || backlog_waiting())) {
+        if (!busy_since) busy_since = now;
+        if (now - busy_since >= 1000 && target < cfg->processes) {
+            target++;
+            busy_since = 0;
+            log_info("cheaper: all %d worker(s) busy: starting one more (%d of at most %d)",
+                     running, target, cfg->processes);
+        }
+        return;
+    }
+    busy_since = 0;
+    for (int i = nprocs - 1; i >= 0 && target > cfg->cheaper; i--) {
+        if (procs[i].state != PROC_RUNNING || procs[i].number <= cfg->cheaper) continue;
+        if (now - idle_since[i] < (uint64_t)cfg->cheaper_idle * 1000) continue;
+        log_info("cheaper: worker %d (pid %d) idle for %d s: retiring it (%d left)",
+                 procs[i].number, (int)procs[i].pid, cfg->cheaper_idle, target - 1);
+        kill(procs[i].pid, SIGTERM);
+        procs[i].state = PROC_STOPPING;
+        idle_since[i] = 0;
+        target--;
+        return;
+    }
+}
+
 /* Old workers handed over by the previous master image. */
 static void adopt_old_workers(void)
 {
@@ -573,7 +642,7 @@ static void fill_generation(uint64_t now)
     int count;
     uint64_t used = numbers_in_use(&count);
 
-    for (int i = 0; i < nprocs && count < cfg->processes && !app_broken; i++) {
+    for (int i = 0; i < nprocs && count < target && !app_broken; i++) {
         if (procs[i].state != PROC_FREE) continue;
         int n = 1;
         while (n <= 64 && (used & (1ull << (n - 1))))
@@ -591,6 +660,7 @@ static int maintain(void)
     int running = 0;
 
     if (!stopping) {
+        adapt(now);
         recycle();
         chain_step();
         check_touch();
@@ -619,7 +689,8 @@ static int maintain(void)
         stop_deadline = now + 60000;
     }
     if ((stopping || app_broken) && running == 0) return -1;
-    return reloading || stopping || chain || checker || cfg->harakiri ? 100 : 1000;
+    return reloading || stopping || chain || checker || cfg->harakiri || cfg->cheaper ? 100
+                                                                                     : 1000;
 }
 
 /* Room for two generations plus workers being recycled beside them. */
@@ -658,6 +729,8 @@ int master_run(const struct config *c, char **argv)
         touch_mtimes[cfg->touch_reload.n + i] = mtime_of(cfg->touch_chain_reload.v[i]);
     py_release_gil();
     nprocs = numbered_slots();
+    target = cfg->cheaper ? (cfg->cheaper < cfg->processes ? cfg->cheaper : cfg->processes)
+                          : cfg->processes;
     procs = xcalloc((size_t)nprocs, sizeof(*procs));
     sb = scoreboard_new(nprocs, cfg->threads);
     if (!sb) {
