@@ -119,6 +119,10 @@ static int bind_all(void)
         nlisteners++;
         log_info("listening on %s (%s)%s", addr, http ? "http" : "uwsgi",
                  inherited_fd(i) >= 0 ? ", inherited" : "");
+        if (!http && !sock_is_loopback(&listeners[i]))
+            log_warn("uwsgi socket %s is not on loopback or a UNIX socket: whoever reaches it "
+                     "can set any environ key (REMOTE_ADDR, HTTPS, ...); keep it away from "
+                     "untrusted networks (docs/uwsgi-protocol.md)", addr);
     }
     if (somax > 0 && cfg->listen > somax)
         log_warn("listen backlog %d is above net.core.somaxconn (%d): the kernel uses %d",

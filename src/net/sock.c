@@ -85,7 +85,11 @@ static int bind_inet(struct listener *ls, const char *addr, char *err, size_t er
         snprintf(err, errlen, "%s: not an address (host:port, :port or a UNIX socket path)", addr);
         return -1;
     }
-    rc = getaddrinfo(ls->host[0] ? ls->host : "0.0.0.0", ls->port, &hints, &res);
+    /* Whoever reaches a uwsgi socket sets any environ key (REMOTE_ADDR, HTTPS, ...): with no
+     * host given it binds loopback only, never every interface. */
+    if (!ls->host[0]) snprintf(ls->host, sizeof(ls->host), "%s",
+                               ls->proto == SOCK_PROTO_UWSGI ? "127.0.0.1" : "0.0.0.0");
+    rc = getaddrinfo(ls->host, ls->port, &hints, &res);
     if (rc != 0) {
         snprintf(err, errlen, "%s: %s", addr, gai_strerror(rc));
         return -1;
@@ -95,7 +99,6 @@ static int bind_inet(struct listener *ls, const char *addr, char *err, size_t er
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
     if (bind(fd, res->ai_addr, res->ai_addrlen) < 0) goto out_err;
     freeaddrinfo(res);
-    if (!ls->host[0]) snprintf(ls->host, sizeof(ls->host), "%s", "0.0.0.0");
     ls->fd = fd;
     return 0;
 
@@ -169,4 +172,10 @@ int sock_somaxconn(void)
     if (fscanf(f, "%d", &v) != 1) v = -1;
     fclose(f);
     return v;
+}
+
+bool sock_is_loopback(const struct listener *ls)
+{
+    return ls->is_unix || ls->name[0] == '@' || strncmp(ls->host, "127.", 4) == 0 ||
+           strcmp(ls->host, "::1") == 0 || strcmp(ls->host, "localhost") == 0;
 }

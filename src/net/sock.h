@@ -41,6 +41,9 @@ int sock_listen(struct listener *ls, const char *addr, enum sock_proto proto, in
  */
 int sock_accept(const struct listener *ls, char *addr, size_t addrlen, char *port, size_t portlen);
 
+/* True for UNIX sockets and loopback addresses. */
+bool sock_is_loopback(const struct listener *ls);
+
 /* Reads net.core.somaxconn, or -1 if unknown. */
 int sock_somaxconn(void);
 
