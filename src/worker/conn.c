@@ -793,7 +793,11 @@ static void on_writable(struct conn *c)
     if (rc > 0) return;
     if (c->state == CONN_RESPONSE) {
         c->state = CONN_HEAD; /* respond() sets it again if the app has more */
-        respond(c, wsgi_resume(&c->call));
+        if (c->x->pool) {
+            run_elsewhere(c, TASK_RESUME);
+            return;
+        }
+        respond(c, run_app(c, TASK_RESUME, scoreboard_slot(c->x->sb, c->x->sb_index, 0)));
         if (c->fd < 0 || c->state == CONN_RESPONSE) return;
     }
     service(c);

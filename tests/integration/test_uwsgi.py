@@ -444,6 +444,8 @@ def test_chmod_socket_and_vacuum(corral, nginx, tmp_path):
     st_mode = os.stat(st.addr).st_mode
     assert stat.S_ISSOCK(st_mode)
     assert stat.S_IMODE(st_mode) == 0o660, oct(stat.S_IMODE(st_mode))
+    # the pidfile is written right after the sockets are bound: it may trail the first accept
+    helpers.wait_for(lambda: pidfile.exists() and pidfile.read_text().strip(), 10, "the pidfile")
     assert pidfile.read_text().strip() == str(st.srv.pid)
     web = nginx(st.upstream)
     assert web.get("/pid")[0] == 200
