@@ -622,11 +622,11 @@ static void test_uwsgi_unknown_keys(void **state)
     struct run r;
     (void)state;
 
-    write_file("site.ini", "[uwsgi]\nhttp = :1\nmodule = app\ncheaper = 2\noffload-threads = 30\n"
+    write_file("site.ini", "[uwsgi]\nhttp = :1\nmodule = app\nmemory-report = true\noffload-threads = 30\n"
                            "cheaper = 3\nmyport = 8001\nhttp = :%(myport)\np = 4\n");
     assert_int_equal(run(&r, (const char *[]){"corral", "--ini", "site.ini", NULL}), 0);
     assert_string_equal(r.warn,
-                        "corral: warning: site.ini:4: uwsgi option 'cheaper' is not supported by "
+                        "corral: warning: site.ini:4: uwsgi option 'memory-report' is not supported by "
                         "corral; ignored\n"
                         "corral: warning: site.ini:5: uwsgi option 'offload-threads' is not supported by "
                         "corral; ignored\n"
