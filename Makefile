@@ -90,14 +90,27 @@ run:
 	$(MAKE) BUILD=release all
 	build/release/corral --ini examples/flaskapp/corral.ini
 
-FUZZERS := http_parser uwsgi_proto
+# Each target runs FUZZ_SECONDS (default 20) from a copy of its committed corpus.
+FUZZERS := http_parser uwsgi_proto ini
+FUZZ_SRCS := $(UTIL) src/http/http_parser.c src/uwsgi/uwsgi_proto.c src/config/ini.c
 fuzz:
 	@mkdir -p build/fuzz
 	@set -e; for f in $(FUZZERS); do \
 	  clang -std=c11 -D_GNU_SOURCE -Isrc -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -o build/fuzz/fuzz_$$f tests/fuzz/fuzz_$$f.c $(UTIL) src/http/http_parser.c src/uwsgi/uwsgi_proto.c; \
-	  build/fuzz/fuzz_$$f -max_total_time=$${FUZZ_SECONDS:-20} -print_final_stats=0 \
-	    tests/fuzz/corpus/$$f 2>&1 | tail -n 3; done
+	    -o build/fuzz/fuzz_$$f tests/fuzz/fuzz_$$f.c $(FUZZ_SRCS); \
+	  rm -rf build/fuzz/corpus_$$f; cp -r tests/fuzz/corpus/$$f build/fuzz/corpus_$$f; \
+	  echo "== fuzz_$$f ($${FUZZ_SECONDS:-20} s)"; \
+	  build/fuzz/fuzz_$$f -max_total_time=$${FUZZ_SECONDS:-20} -print_final_stats=1 \
+	    build/fuzz/corpus_$$f 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY" ; \
+	done
+
+# Test-only: compare our parser with Debian's llhttp (node-llhttp's C sources).
+diff-llhttp:
+	@mkdir -p build/fuzz
+	cc -std=c11 -D_GNU_SOURCE -O2 -Isrc -I/usr/share/include/llhttp -o build/fuzz/diff_llhttp \
+	  tests/fuzz/diff_llhttp.c src/http/http_parser.c \
+	  /usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c /usr/share/llhttp/http.c
+	build/fuzz/diff_llhttp
 
 FORMAT_FILES = $(shell git ls-files 'src/*.[ch]' 'tests/unit/*.[ch]' 'tests/fuzz/*.c')
 format:
@@ -111,5 +124,5 @@ docs/config.md: $(O)/corral
 clean:
 	rm -rf build
 
-.PHONY: all test unit integration run fuzz format format-check clean
+.PHONY: all test unit integration run fuzz diff-llhttp format format-check clean
 -include $(shell find build/$(BUILD) -name '*.d' 2>/dev/null)

@@ -105,7 +105,6 @@ static int bind_all(void)
 {
     char err[256];
     int total = cfg->http.n + cfg->socket.n;
-    int somax = sock_somaxconn();
 
     listeners = xcalloc((size_t)total, sizeof(*listeners));
     for (int i = 0; i < total; i++) {
@@ -124,9 +123,6 @@ static int bind_all(void)
                      "can set any environ key (REMOTE_ADDR, HTTPS, ...); keep it away from "
                      "untrusted networks (docs/uwsgi-protocol.md)", addr);
     }
-    if (somax > 0 && cfg->listen > somax)
-        log_warn("listen backlog %d is above net.core.somaxconn (%d): the kernel uses %d",
-                 cfg->listen, somax, somax);
     unsetenv("CORRAL_LISTEN_FDS");
     unsetenv("LISTEN_PID");
     unsetenv("LISTEN_FDS");

@@ -21,6 +21,34 @@ static bool is_unix_addr(const char *addr)
     return strchr(addr, '/') != NULL || addr[0] == '@';
 }
 
+/*
+ * A socket file left by a previous run is removed; anything else at the path (a typo naming a
+ * real file) is an error, and so is a socket some live server still accepts on.
+ */
+static int remove_stale(const char *addr, const struct sockaddr_un *sun, size_t len, char *err,
+                        size_t errlen)
+{
+    struct stat st;
+    int probe;
+
+    if (lstat(addr, &st) < 0) return 0;
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "%s: exists and is not a socket: not replacing it", addr);
+        return -1;
+    }
+    probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0 &&
+        connect(probe, (const struct sockaddr *)sun,
+                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) == 0) {
+        close(probe);
+        snprintf(err, errlen, "%s: another server is accepting on it", addr);
+        return -1;
+    }
+    if (probe >= 0) close(probe);
+    unlink(addr);
+    return 0;
+}
+
 static int bind_unix(struct listener *ls, const char *addr, const char *chmod_mode, char *err,
                      size_t errlen)
 {
@@ -34,9 +62,12 @@ static int bind_unix(struct listener *ls, const char *addr, const char *chmod_mo
     }
     memcpy(sun.sun_path, addr, len);
     if (addr[0] == '@') sun.sun_path[0] = '\0';
-    else unlink(addr); /* a stale socket file from a previous run */
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) goto out_err;
+    if (addr[0] != '@' && remove_stale(addr, &sun, len, err, errlen) < 0) {
+        close(fd);
+        return -1;
+    }
     if (bind(fd, (struct sockaddr *)&sun, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
         goto out_close;
     if (chmod_mode && addr[0] != '@' && chmod(addr, (mode_t)strtol(chmod_mode, NULL, 8)) < 0)
@@ -118,6 +149,7 @@ int sock_listen(struct listener *ls, const char *addr, enum sock_proto proto, in
     snprintf(ls->name, sizeof(ls->name), "%s", addr);
     if (is_unix_addr(addr)) {
         snprintf(ls->host, sizeof(ls->host), "%s", "localhost");
+        snprintf(ls->port, sizeof(ls->port), "%s", "0"); /* PEP 3333: never empty */
         ls->is_unix = addr[0] != '@';
     } else if (split_hostport(addr, ls->host, sizeof(ls->host), ls->port, sizeof(ls->port)) < 0) {
         snprintf(err, errlen, "%s: not an address (host:port, :port or a UNIX socket path)", addr);

@@ -83,9 +83,10 @@ void log_vline(enum log_level level, const char *fmt, va_list ap)
     if (level > log_max) return;
     va_copy(again, ap);
     clock_gettime(CLOCK_REALTIME, &ts);
-    localtime_r(&ts.tv_sec, &tm);
+    /* UTC: an app may change TZ when it loads (Django does), local times would jump */
+    gmtime_r(&ts.tv_sec, &tm);
     n = strftime(line, cap, "%Y-%m-%d %H:%M:%S", &tm);
-    k = snprintf(line + n, cap - n, ".%03ld %s (pid %d) %s: ", ts.tv_nsec / 1000000, log_role,
+    k = snprintf(line + n, cap - n, ".%03ldZ %s (pid %d) %s: ", ts.tv_nsec / 1000000, log_role,
                  (int)getpid(), names[level]);
     n += (size_t)k;
     k = vsnprintf(line + n, cap - n, fmt, ap);

@@ -347,7 +347,14 @@ static void log_access(struct conn *c)
     struct wsgi_call *w = &c->call;
     uint64_t us = clock_us() - c->started_us;
 
-    log_info("%s %.*s %.*s => %d, %llu bytes in %llu.%03llu ms", c->addr,
+    const char *who = c->addr;
+    int wlen = (int)strlen(c->addr);
+    for (size_t i = 0; i < c->num_vars && c->vars; i++) /* behind nginx: the client's address */
+        if (c->vars[i].key_len == 11 && memcmp(c->vars[i].key, "REMOTE_ADDR", 11) == 0) {
+            who = c->vars[i].val;
+            wlen = (int)c->vars[i].val_len;
+        }
+    log_info("%.*s %.*s %.*s => %d, %llu bytes in %llu.%03llu ms", wlen, who,
              (int)w->req.method_len, w->req.method, (int)w->req.target_len, w->req.target,
              w->status, (unsigned long long)w->body_bytes, (unsigned long long)(us / 1000),
              (unsigned long long)(us % 1000));

@@ -206,6 +206,7 @@ _Noreturn void worker_main(const struct worker_args *a)
         }
         if (stop_now || (x.draining && x.count == 0)) break;
         if (stop_graceful) start_draining(&x, a);
+        if (x.draining && x.count == 0) break; /* nothing in flight: no need to wait a tick */
     }
     if (!x.pool) conn_close_all(&x); /* with threads, exit() ends them and their requests */
     exit(WORKER_EXIT_OK);

@@ -152,7 +152,7 @@ def assert_successor_first(srv, why):
     for i, line in enumerate(lines):
         if why not in line or "recycling it once its successor is ready" not in line:
             continue
-        pid = line.split("(pid ", 1)[1].split(")", 1)[0]
+        pid = line.rsplit("(pid ", 1)[1].split(")", 1)[0]
         exit_i = log_index(lines, "(pid %s)" % pid, "exited", start=i + 1)
         if exit_i is None:
             continue  # still draining at the end of the test
@@ -462,7 +462,7 @@ def test_chain_reload_one_worker_at_a_time(corral, tmp_path, trigger):
     done = log_index(lines, "chain reload done")
     spawned = [i for i, line in enumerate(lines) if "spawned worker" in line and i > start]
     assert len(replacing) == 2, "\n".join(lines)
-    replaced = {int(lines[i].split("(pid ", 1)[1].split(")")[0]) for i in replacing}
+    replaced = {int(lines[i].rsplit("(pid ", 1)[1].split(")")[0]) for i in replacing}
     assert replaced == gen0, (replaced, gen0)
     # one at a time: replace, its successor, (it serves), the next, its successor, done
     assert len(spawned) >= 2
@@ -642,10 +642,11 @@ def test_socket_activation_uses_the_passed_socket(request, tmp_path):
                 pytest.fail("corral exited with status %s\nlog:\n%s"
                             % (srv.proc.returncode, srv.log()))
             try:
-                return int(get_text(port, "/pid", timeout=5))
+                return int(get_text(port, "/pid", timeout=3))
             except (OSError, AssertionError):
                 return None
-        wait_for(answers, 20, "corral to answer on the passed socket", srv.log)
+        wait_for(answers, 15, "corral to answer on the passed socket (a blocking one, as "
+                 "systemd passes by default)", srv.log)
         workers = srv.wait_workers(2)
         assert {served_pid(srv) for _ in range(10)} <= set(workers)
         assert lines_with(srv, "listening on 127.0.0.1:%d (http), inherited" % port), srv.log()

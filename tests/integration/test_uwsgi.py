@@ -457,6 +457,27 @@ def test_chmod_socket_and_vacuum(corral, nginx, tmp_path):
     assert web.get("/pid")[0] == 502
 
 
+def test_socket_path_never_deletes_a_regular_file(corral, tmp_path):
+    """A stale socket file is replaced, but `--socket` pointing at a regular file (a typo, a
+    swapped argument) must not delete it: corral refuses to start instead."""
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(stale))  # a socket file nobody listens on, as a crash leaves behind
+    srv = corral(app="uw_app.py", args=["--socket", stale], http=False, wait=False)
+    wait_socket(srv, str(stale))
+    srv.stop()
+
+    precious = tmp_path / "settings.py"
+    precious.write_text("SECRET = 1\n")
+    srv = corral(app="uw_app.py", args=["--socket", precious], http=False, wait=False)
+    helpers.wait_for(lambda: not srv.alive() or _connectable(str(precious))
+                     or not precious.is_file(), 15, "corral to exit or listen")
+    assert precious.is_file() and precious.read_text() == "SECRET = 1\n", \
+        "corral replaced the regular file %s with its socket" % precious
+    assert srv.wait_exit(10) not in (None, 0), srv.log()
+    assert str(precious) in srv.log()
+
+
 def test_chmod_socket_without_value_is_666(corral, tmp_path):
     st = start_uwsgi(corral, tmp_path, "unix", args=["--chmod-socket"])
     assert stat.S_IMODE(os.stat(st.addr).st_mode) == 0o666
