@@ -71,19 +71,19 @@ struct config {
     bool die_on_term;     /* --die-on-term: accepted; SIGTERM always stops corral */
 
     /* supervision */
-    int harakiri;           /* --harakiri: seconds a request may run; 0 = no limit */
-    int harakiri_grace;     /* --harakiri-grace: seconds after the in-thread exception before
-                               the master kills the worker (5) */
-    int max_requests;       /* --max-requests: recycle a worker after this many; 0 = never */
-    int max_requests_jitter;/* --max-requests-jitter: up to this many more, per worker */
-    int reload_on_rss;      /* --reload-on-rss: recycle a worker above this RSS in MiB; 0 off */
-    int max_worker_lifetime;/* --max-worker-lifetime: recycle after this many seconds; 0 off */
+    int harakiri;            /* --harakiri: seconds a request may run; 0 = no limit */
+    int harakiri_grace;      /* --harakiri-grace: seconds after the in-thread exception before
+                                the master kills the worker (5) */
+    int max_requests;        /* --max-requests: recycle a worker after this many; 0 = never */
+    int max_requests_jitter; /* --max-requests-jitter: up to this many more, per worker */
+    int reload_on_rss;       /* --reload-on-rss: recycle a worker above this RSS in MiB; 0 off */
+    int max_worker_lifetime; /* --max-worker-lifetime: recycle after this many seconds; 0 off */
     struct strlist touch_reload;       /* --touch-reload FILE: reload when its mtime changes */
     struct strlist touch_chain_reload; /* --touch-chain-reload FILE: chain reload likewise */
-    int cheaper;            /* --cheaper: adaptive workers: keep at least this many; 0 = off */
-    int cheaper_idle;       /* --cheaper-idle: seconds before an idle extra worker retires */
-    char *uid;              /* --uid: user (name or number) to run as after binding */
-    char *gid;              /* --gid: group (name or number) to run as after binding */
+    int cheaper;      /* --cheaper: adaptive workers: keep at least this many; 0 = off */
+    int cheaper_idle; /* --cheaper-idle: seconds before an idle extra worker retires */
+    char *uid;        /* --uid: user (name or number) to run as after binding */
+    char *gid;        /* --gid: group (name or number) to run as after binding */
 
     /* files and logging */
     char *pidfile;        /* --pidfile */

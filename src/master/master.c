@@ -44,12 +44,12 @@ enum proc_state {
 struct proc {
     pid_t pid;
     enum proc_state state;
-    int number;           /* 1..processes, for logs */
+    int number; /* 1..processes, for logs */
     int generation;
-    uint64_t started_at;  /* ms */
-    uint64_t respawn_at;  /* ms, for PROC_WAITING */
-    uint64_t backoff_ms;  /* delay before the next respawn after a quick death */
-    bool ever_ready;      /* lived long enough to count as started */
+    uint64_t started_at; /* ms */
+    uint64_t respawn_at; /* ms, for PROC_WAITING */
+    uint64_t backoff_ms; /* delay before the next respawn after a quick death */
+    bool ever_ready;     /* lived long enough to count as started */
 };
 
 static const struct config *cfg;
@@ -62,15 +62,15 @@ static int nprocs;
 static int generation = 1;
 static bool stopping;
 static uint64_t stop_deadline;
-static bool reloading;     /* new workers spawned, old ones (PROC_OLD) still serving */
-static bool app_broken;    /* the app failed to load: do not respawn */
-static pid_t checker;      /* a child importing the new code before a re-exec, or 0 */
-static bool chain;         /* a chain reload is replacing workers one at a time */
+static bool reloading;       /* new workers spawned, old ones (PROC_OLD) still serving */
+static bool app_broken;      /* the app failed to load: do not respawn */
+static pid_t checker;        /* a child importing the new code before a re-exec, or 0 */
+static bool chain;           /* a chain reload is replacing workers one at a time */
 static int chain_generation; /* workers older than this are still to be chain-replaced */
-static bool notified;      /* systemd was told READY=1 */
-static time_t *touch_mtimes;       /* [touch_reload.n + touch_chain_reload.n] */
-static int target;         /* workers wanted now: --processes, or between --cheaper and it */
-static uint64_t busy_since;/* --cheaper: when every worker became busy, or 0 */
+static bool notified;        /* systemd was told READY=1 */
+static time_t *touch_mtimes; /* [touch_reload.n + touch_chain_reload.n] */
+static int target;           /* workers wanted now: --processes, or between --cheaper and it */
+static uint64_t busy_since;  /* --cheaper: when every worker became busy, or 0 */
 
 static uint64_t now_ms(void)
 {
@@ -110,8 +110,8 @@ static int bind_all(void)
     for (int i = 0; i < total; i++) {
         bool http = i < cfg->http.n;
         const char *addr = http ? cfg->http.v[i] : cfg->socket.v[i - cfg->http.n];
-        if (sock_listen(&listeners[i], addr, http ? SOCK_PROTO_HTTP : SOCK_PROTO_UWSGI,
-                        cfg->listen, cfg->chmod_socket, inherited_fd(i), err, sizeof(err)) < 0) {
+        if (sock_listen(&listeners[i], addr, http ? SOCK_PROTO_HTTP : SOCK_PROTO_UWSGI, cfg->listen,
+                        cfg->chmod_socket, inherited_fd(i), err, sizeof(err)) < 0) {
             log_error("cannot listen on %s", err);
             return -1;
         }
@@ -121,7 +121,8 @@ static int bind_all(void)
         if (!http && !sock_is_loopback(&listeners[i]))
             log_warn("uwsgi socket %s is not on loopback or a UNIX socket: whoever reaches it "
                      "can set any environ key (REMOTE_ADDR, HTTPS, ...); keep it away from "
-                     "untrusted networks (docs/uwsgi-protocol.md)", addr);
+                     "untrusted networks (docs/uwsgi-protocol.md)",
+                     addr);
     }
     unsetenv("CORRAL_LISTEN_FDS");
     unsetenv("LISTEN_PID");
@@ -166,8 +167,7 @@ static int drop_privileges(void)
             return -1;
         }
     }
-    if (cfg->uid || cfg->gid)
-        log_info("running as uid %d, gid %d", (int)getuid(), (int)getgid());
+    if (cfg->uid || cfg->gid) log_info("running as uid %d, gid %d", (int)getuid(), (int)getgid());
     return 0;
 }
 
@@ -274,8 +274,8 @@ static void obituary(int i, int status)
                   signals_name(WTERMSIG(status), sig, sizeof(sig)),
                   reqs[0] ? "while serving " : "while idle", reqs);
     } else if (WEXITSTATUS(status) == WORKER_EXIT_APP_LOAD) {
-        log_error("worker %d (pid %d) could not load the app (see the traceback above)",
-                  p->number, (int)p->pid);
+        log_error("worker %d (pid %d) could not load the app (see the traceback above)", p->number,
+                  (int)p->pid);
     } else if (WEXITSTATUS(status) != 0 || p->state == PROC_RUNNING) {
         log_error("worker %d (pid %d) exited with status %d%s%s", p->number, (int)p->pid,
                   WEXITSTATUS(status), reqs[0] ? " while serving " : "", reqs);
@@ -308,7 +308,8 @@ static void schedule_respawn(struct proc *p, int status)
     bool quick = now - p->started_at < 1000;
 
     if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_APP_LOAD) {
-        if (generation == 1 && !p->ever_ready) app_broken = true;
+        if (generation == 1 && !p->ever_ready)
+            app_broken = true;
         else if (reloading) {
             p->state = PROC_FREE;
             abort_reload();
@@ -317,8 +318,9 @@ static void schedule_respawn(struct proc *p, int status)
     }
     p->backoff_ms = quick ? (p->backoff_ms ? p->backoff_ms * 2 : 250) : 0;
     if (p->backoff_ms > 16000) p->backoff_ms = 16000;
-    if (p->backoff_ms) log_warn("worker %d died right after starting: respawning in %llu ms",
-                                p->number, (unsigned long long)p->backoff_ms);
+    if (p->backoff_ms)
+        log_warn("worker %d died right after starting: respawning in %llu ms", p->number,
+                 (unsigned long long)p->backoff_ms);
     p->state = PROC_WAITING;
     p->respawn_at = now + p->backoff_ms;
 }
@@ -334,9 +336,11 @@ static void reap(void)
         int i;
         if (pid == checker) {
             checker = 0;
-            if (WIFEXITED(status) && WEXITSTATUS(status) == 0) reexec();
-            else log_error("reload aborted: the new code does not load (see the traceback "
-                           "above); the old workers keep serving");
+            if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+                reexec();
+            else
+                log_error("reload aborted: the new code does not load (see the traceback "
+                          "above); the old workers keep serving");
             continue;
         }
         for (i = 0; i < nprocs && procs[i].pid != pid; i++)
@@ -345,8 +349,10 @@ static void reap(void)
         obituary(i, status);
         atomic_store(&scoreboard_worker(sb, i)->pid, 0);
         procs[i].pid = 0;
-        if (procs[i].state == PROC_RUNNING && !stopping) schedule_respawn(&procs[i], status);
-        else procs[i].state = PROC_FREE;
+        if (procs[i].state == PROC_RUNNING && !stopping)
+            schedule_respawn(&procs[i], status);
+        else
+            procs[i].state = PROC_FREE;
     }
 }
 
@@ -418,8 +424,10 @@ static void check_then_reexec(void)
         execv("/proc/self/exe", saved_argv);
         _exit(127);
     }
-    if (pid < 0) log_error("reload: cannot fork the import check: %s", strerror(errno));
-    else checker = pid;
+    if (pid < 0)
+        log_error("reload: cannot fork the import check: %s", strerror(errno));
+    else
+        checker = pid;
 }
 
 /* Lazy apps: new workers import the code themselves; the old ones stop once they are up. */
@@ -433,8 +441,10 @@ static void begin_reload(const char *why)
     }
     log_info("%s: reloading: new workers first, then the old ones finish and exit", why);
     for (int i = 0; i < nprocs; i++) {
-        if (procs[i].state == PROC_RUNNING) procs[i].state = PROC_OLD;
-        else if (procs[i].state == PROC_WAITING) procs[i].state = PROC_FREE;
+        if (procs[i].state == PROC_RUNNING)
+            procs[i].state = PROC_OLD;
+        else if (procs[i].state == PROC_WAITING)
+            procs[i].state = PROC_FREE;
     }
     generation++;
     reloading = true;
@@ -521,8 +531,10 @@ static void check_touch(void)
         touch_mtimes[i] = t;
         char why[300];
         snprintf(why, sizeof(why), "%s touched", path);
-        if (i < n) begin_reload(why);
-        else begin_chain_reload(why);
+        if (i < n)
+            begin_reload(why);
+        else
+            begin_chain_reload(why);
     }
 }
 
@@ -689,8 +701,7 @@ static int maintain(void)
         stop_deadline = now + 60000;
     }
     if ((stopping || app_broken) && running == 0) return -1;
-    return reloading || stopping || chain || checker || cfg->harakiri || cfg->cheaper ? 100
-                                                                                     : 1000;
+    return reloading || stopping || chain || checker || cfg->harakiri || cfg->cheaper ? 100 : 1000;
 }
 
 /* Room for two generations plus workers being recycled beside them. */
@@ -743,12 +754,18 @@ int master_run(const struct config *c, char **argv)
 
     while ((wait_ms = maintain()) >= 0) {
         int sig = signals_wait(wait_ms);
-        if (sig == SIGCHLD) reap();
-        else if (sig == SIGTERM || sig == SIGINT) begin_stop(false);
-        else if (sig == SIGQUIT) begin_stop(true);
-        else if (sig == SIGHUP) begin_reload("SIGHUP");
-        else if (sig == SIGUSR2) begin_chain_reload("SIGUSR2");
-        else reap(); /* SIGUSR1 (recycle requests: seen in maintain) or a timeout */
+        if (sig == SIGCHLD)
+            reap();
+        else if (sig == SIGTERM || sig == SIGINT)
+            begin_stop(false);
+        else if (sig == SIGQUIT)
+            begin_stop(true);
+        else if (sig == SIGHUP)
+            begin_reload("SIGHUP");
+        else if (sig == SIGUSR2)
+            begin_chain_reload("SIGUSR2");
+        else
+            reap(); /* SIGUSR1 (recycle requests: seen in maintain) or a timeout */
     }
     vacuum();
     if (app_broken) {

@@ -51,7 +51,9 @@ void signals_unblock(void)
 const char *signals_name(int sig, char *buf, unsigned long len)
 {
     const char *abbrev = sigabbrev_np(sig);
-    if (abbrev) snprintf(buf, len, "SIG%s", abbrev);
-    else snprintf(buf, len, "signal %d", sig);
+    if (abbrev)
+        snprintf(buf, len, "SIG%s", abbrev);
+    else
+        snprintf(buf, len, "signal %d", sig);
     return buf;
 }

@@ -23,18 +23,18 @@ enum { LOOP_BATCH = 256, LOOP_TICK_MS = 1000 };
 struct loop_slot {
     loop_fd_cb *cb; /* NULL when the fd is not registered */
     void *arg;
-    uint32_t gen;   /* bumped on every add/del so stale batch entries are recognised */
+    uint32_t gen; /* bumped on every add/del so stale batch entries are recognised */
 };
 
 struct loop {
     int epfd;
-    int wakefd;               /* eventfd for loop_wake() */
-    struct loop_slot *slots;  /* indexed by fd */
+    int wakefd;              /* eventfd for loop_wake() */
+    struct loop_slot *slots; /* indexed by fd */
     int nslots;
     bool stop;
-    uint64_t now;             /* cached CLOCK_MONOTONIC ms */
-    uint64_t next_tick;       /* when 'tick' runs next */
-    int max_wait;             /* one-shot cap on the next wait in ms, or -1 */
+    uint64_t now;       /* cached CLOCK_MONOTONIC ms */
+    uint64_t next_tick; /* when 'tick' runs next */
+    int max_wait;       /* one-shot cap on the next wait in ms, or -1 */
     loop_hook_cb *tick;
     loop_hook_cb *after;
     void *hook_arg;
@@ -87,8 +87,10 @@ static uint32_t to_epoll(unsigned events)
     if (events & LOOP_READABLE) e |= EPOLLIN;
     if (events & LOOP_WRITABLE) e |= EPOLLOUT;
     /* EPOLLEXCLUSIVE admits only EPOLLIN/EPOLLOUT beside it */
-    if (events & LOOP_EXCLUSIVE) e |= EPOLLEXCLUSIVE;
-    else if (events & LOOP_READABLE) e |= EPOLLRDHUP;
+    if (events & LOOP_EXCLUSIVE)
+        e |= EPOLLEXCLUSIVE;
+    else if (events & LOOP_READABLE)
+        e |= EPOLLRDHUP;
     return e;
 }
 

@@ -37,9 +37,8 @@ static int remove_stale(const char *addr, const struct sockaddr_un *sun, size_t 
         return -1;
     }
     probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (probe >= 0 &&
-        connect(probe, (const struct sockaddr *)sun,
-                (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) == 0) {
+    if (probe >= 0 && connect(probe, (const struct sockaddr *)sun,
+                              (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) == 0) {
         close(probe);
         snprintf(err, errlen, "%s: another server is accepting on it", addr);
         return -1;
@@ -68,7 +67,8 @@ static int bind_unix(struct listener *ls, const char *addr, const char *chmod_mo
         close(fd);
         return -1;
     }
-    if (bind(fd, (struct sockaddr *)&sun, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
+    if (bind(fd, (struct sockaddr *)&sun,
+             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len)) < 0)
         goto out_close;
     if (chmod_mode && addr[0] != '@' && chmod(addr, (mode_t)strtol(chmod_mode, NULL, 8)) < 0)
         goto out_close;
@@ -118,8 +118,9 @@ static int bind_inet(struct listener *ls, const char *addr, char *err, size_t er
     }
     /* Whoever reaches a uwsgi socket sets any environ key (REMOTE_ADDR, HTTPS, ...): with no
      * host given it binds loopback only, never every interface. */
-    if (!ls->host[0]) snprintf(ls->host, sizeof(ls->host), "%s",
-                               ls->proto == SOCK_PROTO_UWSGI ? "127.0.0.1" : "0.0.0.0");
+    if (!ls->host[0])
+        snprintf(ls->host, sizeof(ls->host), "%s",
+                 ls->proto == SOCK_PROTO_UWSGI ? "127.0.0.1" : "0.0.0.0");
     rc = getaddrinfo(ls->host, ls->port, &hints, &res);
     if (rc != 0) {
         snprintf(err, errlen, "%s: %s", addr, gai_strerror(rc));

@@ -19,12 +19,12 @@ enum sock_proto {
 };
 
 struct listener {
-    int fd;                 /* listening socket, non-blocking, CLOEXEC */
+    int fd; /* listening socket, non-blocking, CLOEXEC */
     enum sock_proto proto;
-    bool is_unix;           /* UNIX socket: remove the path on exit with --vacuum */
-    char name[108];         /* the address as given, for logs; the path for UNIX sockets */
-    char host[64];          /* SERVER_NAME for the environ */
-    char port[8];           /* SERVER_PORT for the environ ("" for UNIX sockets) */
+    bool is_unix;   /* UNIX socket: remove the path on exit with --vacuum */
+    char name[108]; /* the address as given, for logs; the path for UNIX sockets */
+    char host[64];  /* SERVER_NAME for the environ */
+    char port[8];   /* SERVER_PORT for the environ ("" for UNIX sockets) */
 };
 
 /*

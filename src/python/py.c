@@ -24,7 +24,7 @@
 #define CORRAL_PYTHON_EXE "/usr/bin/python3"
 #endif
 
-static PyObject *app;           /* the WSGI callable (strong reference) */
+static PyObject *app;                      /* the WSGI callable (strong reference) */
 static _Thread_local PyThreadState *saved; /* this thread's state while it runs without the GIL */
 
 static int set_env(const struct config *cfg)
@@ -47,8 +47,8 @@ static int set_env(const struct config *cfg)
 static int config_status(PyStatus st, PyConfig *pc)
 {
     if (!PyStatus_Exception(st)) return 0;
-    log_error("python: cannot initialise: %s%s%s", st.func ? st.func : "",
-              st.func ? ": " : "", st.err_msg ? st.err_msg : "unknown error");
+    log_error("python: cannot initialise: %s%s%s", st.func ? st.func : "", st.func ? ": " : "",
+              st.err_msg ? st.err_msg : "unknown error");
     PyConfig_Clear(pc);
     return -1;
 }
@@ -89,8 +89,10 @@ int py_init(const struct config *cfg)
         log_error("chdir %s: %s", cfg->chdir, strerror(errno));
         return -1;
     }
-    if (cfg->venv) snprintf(exe, sizeof(exe), "%s/bin/python", cfg->venv);
-    else snprintf(exe, sizeof(exe), "%s", CORRAL_PYTHON_EXE);
+    if (cfg->venv)
+        snprintf(exe, sizeof(exe), "%s/bin/python", cfg->venv);
+    else
+        snprintf(exe, sizeof(exe), "%s", CORRAL_PYTHON_EXE);
 
     PyConfig_InitPythonConfig(&pc);
     pc.install_signal_handlers = 0;
@@ -121,8 +123,10 @@ static PyObject *import_file(const char *path)
     const char *slash = strrchr(path, '/');
 
     /* Like `python file.py`: the file's directory comes first on sys.path. */
-    if (slash) snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-    else snprintf(dir, sizeof(dir), ".");
+    if (slash)
+        snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+    else
+        snprintf(dir, sizeof(dir), ".");
     if (!sys_path || path_insert(sys_path, 0, dir[0] ? dir : "/") < 0) return NULL;
 
     globals = PyDict_New();
@@ -211,7 +215,7 @@ int py_load_app(const struct config *cfg)
     if (!app) goto out_err;
     return 0;
 
-out_err: {
+out_err : {
     char ctx[600];
     snprintf(ctx, sizeof(ctx), "cannot load the app from %s", where);
     py_log_exception(ctx);
@@ -280,16 +284,19 @@ void py_log_exception(const char *context)
     }
     PyErr_NormalizeException(&exc, &val, &tb);
     mod = PyImport_ImportModule("traceback");
-    if (mod) lines = PyObject_CallMethod(mod, "format_exception", "OOO", exc,
-                                         val ? val : Py_None, tb ? tb : Py_None);
+    if (mod)
+        lines = PyObject_CallMethod(mod, "format_exception", "OOO", exc, val ? val : Py_None,
+                                    tb ? tb : Py_None);
     if (lines) {
         PyObject *empty = PyUnicode_FromString("");
         if (empty) text = PyUnicode_Join(empty, lines);
         Py_XDECREF(empty);
     }
     if (text) s = PyUnicode_AsUTF8(text);
-    if (s) log_error("%s:\n%s", context, s);
-    else log_error("%s (and the traceback could not be formatted)", context);
+    if (s)
+        log_error("%s:\n%s", context, s);
+    else
+        log_error("%s (and the traceback could not be formatted)", context);
     PyErr_Clear();
     Py_XDECREF(text);
     Py_XDECREF(lines);

@@ -13,9 +13,8 @@
 #include <string.h>
 
 struct input {
-    PyObject_HEAD
-    const struct spool *spool; /* NULL once detached */
-    uint64_t pos;              /* next byte to read */
+    PyObject_HEAD const struct spool *spool; /* NULL once detached */
+    uint64_t pos;                            /* next byte to read */
 };
 
 static uint64_t remaining(const struct input *in)
@@ -39,8 +38,7 @@ static PyObject *take(struct input *in, size_t n)
     b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
     if (!b) return NULL;
     if (n >= 65536) {
-        Py_BEGIN_ALLOW_THREADS
-        r = spool_read(in->spool, in->pos, PyBytes_AS_STRING(b), n);
+        Py_BEGIN_ALLOW_THREADS r = spool_read(in->spool, in->pos, PyBytes_AS_STRING(b), n);
         Py_END_ALLOW_THREADS
     } else {
         r = spool_read(in->spool, in->pos, PyBytes_AS_STRING(b), n);

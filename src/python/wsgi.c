@@ -31,16 +31,16 @@
 #include "util/xalloc.h"
 
 enum {
-    WSGI_BIG_BLOCK = 16384,     /* blocks at least this big are sent without copying */
-    WSGI_OUT_HIGH = 65536,      /* a list response yields to the loop above this much */
-    WSGI_WRITE_HIGH = 1 << 20,  /* write() blocks until the client took this much */
+    WSGI_BIG_BLOCK = 16384,    /* blocks at least this big are sent without copying */
+    WSGI_OUT_HIGH = 65536,     /* a list response yields to the loop above this much */
+    WSGI_WRITE_HIGH = 1 << 20, /* write() blocks until the client took this much */
 };
 
 /* Interned environ keys and constant values, created once (wsgi_init). */
 static PyObject *k_method, *k_script_name, *k_path_info, *k_query, *k_content_type,
-    *k_content_length, *k_server_name, *k_server_port, *k_protocol, *k_remote_addr,
-    *k_remote_port, *k_request_uri, *k_version, *k_scheme, *k_input, *k_errors,
-    *k_multithread, *k_multiprocess, *k_run_once, *k_input_terminated, *k_file_wrapper;
+    *k_content_length, *k_server_name, *k_server_port, *k_protocol, *k_remote_addr, *k_remote_port,
+    *k_request_uri, *k_version, *k_scheme, *k_input, *k_errors, *k_multithread, *k_multiprocess,
+    *k_run_once, *k_input_terminated, *k_file_wrapper;
 static PyObject *v_version, *v_http, *v_https, *v_empty, *v_errors, *v_proto10, *v_proto11;
 static PyObject *v_multithread, *v_multiprocess;
 static PyObject *s_close, *s_fileno, *s_tell;
@@ -78,13 +78,11 @@ enum { KNOWN_CONTENT_TYPE = 17, KNOWN_CONTENT_LENGTH = 18 };
 /* --- start_response and write() --------------------------------------------------------- */
 
 struct start_response {
-    PyObject_HEAD
-    struct wsgi_call *c; /* NULL once its request has ended */
+    PyObject_HEAD struct wsgi_call *c; /* NULL once its request has ended */
 };
 
 struct writer {
-    PyObject_HEAD
-    struct wsgi_call *c;
+    PyObject_HEAD struct wsgi_call *c;
 };
 
 static PyTypeObject sr_type;
@@ -205,8 +203,8 @@ static PyObject *sr_call(struct start_response *self, PyObject *args, PyObject *
     PyObject *status, *headers, *exc_info = Py_None;
     struct wsgi_call *c = self->c;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:start_response", kwlist, &status,
-                                     &headers, &exc_info))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:start_response", kwlist, &status, &headers,
+                                     &exc_info))
         return NULL;
     if (!c) {
         PyErr_SetString(PyExc_RuntimeError, "start_response called after its request ended");
@@ -335,9 +333,12 @@ static void emit_head(struct wsgi_call *c)
             c->keep_alive = false; /* RFC 9112 §6.3: the body ends when the connection does */
         }
     }
-    if (!c->keep_alive) buf_append(o, "Connection: close\r\n\r\n", 21);
-    else if (c->req.minor_version == 0) buf_append(o, "Connection: keep-alive\r\n\r\n", 26);
-    else buf_append(o, "\r\n", 2);
+    if (!c->keep_alive)
+        buf_append(o, "Connection: close\r\n\r\n", 21);
+    else if (c->req.minor_version == 0)
+        buf_append(o, "Connection: keep-alive\r\n\r\n", 26);
+    else
+        buf_append(o, "\r\n", 2);
     c->headers_sent = true;
 }
 
@@ -395,8 +396,7 @@ static PyObject *writer_call(struct writer *self, PyObject *args, PyObject *kwar
     if (PyBytes_GET_SIZE(data) == 0) Py_RETURN_NONE;
     emit_block(c, data, false);
     if (buf_used(c->out) >= WSGI_WRITE_HIGH && c->drain) {
-        Py_BEGIN_ALLOW_THREADS
-        rc = c->drain(c->drain_arg);
+        Py_BEGIN_ALLOW_THREADS rc = c->drain(c->drain_arg);
         Py_END_ALLOW_THREADS
     }
     if (rc < 0) {
@@ -418,8 +418,7 @@ static PyTypeObject writer_type = {
 /* --- wsgi.file_wrapper ------------------------------------------------------------------ */
 
 struct file_wrapper {
-    PyObject_HEAD
-    PyObject *filelike;
+    PyObject_HEAD PyObject *filelike;
     Py_ssize_t blksize;
 };
 
@@ -430,8 +429,7 @@ static PyObject *fw_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     Py_ssize_t blksize = 8192;
     struct file_wrapper *fw;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|n:file_wrapper", kwlist, &filelike,
-                                     &blksize))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|n:file_wrapper", kwlist, &filelike, &blksize))
         return NULL;
     fw = (struct file_wrapper *)type->tp_alloc(type, 0);
     if (!fw) return NULL;
@@ -460,7 +458,8 @@ static PyObject *fw_iternext(struct file_wrapper *fw)
 static PyObject *fw_close(struct file_wrapper *fw, PyObject *unused)
 {
     (void)unused;
-    if (PyObject_HasAttr(fw->filelike, s_close)) return PyObject_CallMethodNoArgs(fw->filelike, s_close);
+    if (PyObject_HasAttr(fw->filelike, s_close))
+        return PyObject_CallMethodNoArgs(fw->filelike, s_close);
     Py_RETURN_NONE;
 }
 
@@ -812,8 +811,7 @@ static enum wsgi_result finish(struct wsgi_call *c)
         emit_head(c);
     }
     if (c->chunked) buf_append(c->out, "0\r\n\r\n", 5);
-    if (!c->no_body && c->declared_length >= 0 &&
-        c->body_bytes < (uint64_t)c->declared_length) {
+    if (!c->no_body && c->declared_length >= 0 && c->body_bytes < (uint64_t)c->declared_length) {
         log_warn("%.*s %.*s: the app sent %llu of the %lld bytes its Content-Length promised",
                  (int)c->req.method_len, c->req.method, (int)c->req.target_len, c->req.target,
                  (unsigned long long)c->body_bytes, (long long)c->declared_length);
@@ -989,19 +987,35 @@ static int make_keys(void)
         PyObject **slot;
         const char *s;
     } keys[] = {
-        {&k_method, "REQUEST_METHOD"}, {&k_script_name, "SCRIPT_NAME"},
-        {&k_path_info, "PATH_INFO"}, {&k_query, "QUERY_STRING"},
-        {&k_content_type, "CONTENT_TYPE"}, {&k_content_length, "CONTENT_LENGTH"},
-        {&k_server_name, "SERVER_NAME"}, {&k_server_port, "SERVER_PORT"},
-        {&k_protocol, "SERVER_PROTOCOL"}, {&k_remote_addr, "REMOTE_ADDR"},
-        {&k_remote_port, "REMOTE_PORT"}, {&k_request_uri, "REQUEST_URI"},
-        {&k_version, "wsgi.version"}, {&k_scheme, "wsgi.url_scheme"},
-        {&k_input, "wsgi.input"}, {&k_errors, "wsgi.errors"},
-        {&k_multithread, "wsgi.multithread"}, {&k_multiprocess, "wsgi.multiprocess"},
-        {&k_run_once, "wsgi.run_once"}, {&k_input_terminated, "wsgi.input_terminated"},
-        {&k_file_wrapper, "wsgi.file_wrapper"}, {&v_http, "http"}, {&v_https, "https"},
-        {&v_empty, ""}, {&v_proto10, "HTTP/1.0"}, {&v_proto11, "HTTP/1.1"},
-        {&s_close, "close"}, {&s_fileno, "fileno"}, {&s_tell, "tell"},
+        {&k_method, "REQUEST_METHOD"},
+        {&k_script_name, "SCRIPT_NAME"},
+        {&k_path_info, "PATH_INFO"},
+        {&k_query, "QUERY_STRING"},
+        {&k_content_type, "CONTENT_TYPE"},
+        {&k_content_length, "CONTENT_LENGTH"},
+        {&k_server_name, "SERVER_NAME"},
+        {&k_server_port, "SERVER_PORT"},
+        {&k_protocol, "SERVER_PROTOCOL"},
+        {&k_remote_addr, "REMOTE_ADDR"},
+        {&k_remote_port, "REMOTE_PORT"},
+        {&k_request_uri, "REQUEST_URI"},
+        {&k_version, "wsgi.version"},
+        {&k_scheme, "wsgi.url_scheme"},
+        {&k_input, "wsgi.input"},
+        {&k_errors, "wsgi.errors"},
+        {&k_multithread, "wsgi.multithread"},
+        {&k_multiprocess, "wsgi.multiprocess"},
+        {&k_run_once, "wsgi.run_once"},
+        {&k_input_terminated, "wsgi.input_terminated"},
+        {&k_file_wrapper, "wsgi.file_wrapper"},
+        {&v_http, "http"},
+        {&v_https, "https"},
+        {&v_empty, ""},
+        {&v_proto10, "HTTP/1.0"},
+        {&v_proto11, "HTTP/1.1"},
+        {&s_close, "close"},
+        {&s_fileno, "fileno"},
+        {&s_tell, "tell"},
     };
     char key[64];
 
@@ -1026,9 +1040,9 @@ int wsgi_init(const struct config *cfg)
     if (make_keys() < 0 || PyType_Ready(&sr_type) < 0 || PyType_Ready(&writer_type) < 0 ||
         PyType_Ready(&file_wrapper_type) < 0 || py_input_init() < 0)
         goto out_err;
-    harakiri_exc = PyErr_NewExceptionWithDoc(
-        "corral.HarakiriTimeout", "the request ran longer than --harakiri allows",
-        PyExc_BaseException, NULL);
+    harakiri_exc = PyErr_NewExceptionWithDoc("corral.HarakiriTimeout",
+                                             "the request ran longer than --harakiri allows",
+                                             PyExc_BaseException, NULL);
     if (!harakiri_exc) goto out_err;
     v_version = Py_BuildValue("(ii)", 1, 0);
     v_errors = PySys_GetObject("stderr");

@@ -37,11 +37,11 @@ struct wsgi_request {
     size_t method_len;
     const char *target; /* REQUEST_URI */
     size_t target_len;
-    const char *path;   /* still percent-encoded */
+    const char *path; /* still percent-encoded */
     size_t path_len;
     const char *query;
     size_t query_len;
-    int minor_version;  /* SERVER_PROTOCOL HTTP/1.<minor> */
+    int minor_version; /* SERVER_PROTOCOL HTTP/1.<minor> */
     const struct http_header *headers;
     size_t num_headers;
     const struct uwsgi_var *vars;
@@ -68,31 +68,31 @@ typedef int wsgi_drain_cb(void *arg);
 struct wsgi_call {
     /* in: set by the worker before wsgi_call() */
     struct wsgi_request req;
-    struct buf *out;          /* response bytes are appended here */
-    bool keep_alive;          /* in: the connection may persist; out: it still may */
-    bool is_uwsgi;            /* the request came over the uwsgi protocol */
+    struct buf *out; /* response bytes are appended here */
+    bool keep_alive; /* in: the connection may persist; out: it still may */
+    bool is_uwsgi;   /* the request came over the uwsgi protocol */
     wsgi_drain_cb *drain;
     void *drain_arg;
 
     /* out: what to send after 'out' on WSGI_MORE */
-    const char *chunk;        /* a large block, sent without copying */
+    const char *chunk; /* a large block, sent without copying */
     size_t chunk_len;
-    int file_fd;              /* -1, or a file to send with sendfile() */
+    int file_fd; /* -1, or a file to send with sendfile() */
     uint64_t file_off;
     uint64_t file_len;
 
     /* out: for the access log */
-    int status;               /* the response status code */
-    uint64_t body_bytes;      /* body bytes produced */
+    int status;          /* the response status code */
+    uint64_t body_bytes; /* body bytes produced */
 
     /* private to wsgi.c */
     struct _object *environ;
-    struct _object *sr;       /* start_response */
-    struct _object *writer;   /* the write() callable, once start_response returned it */
+    struct _object *sr;     /* start_response */
+    struct _object *writer; /* the write() callable, once start_response returned it */
     struct _object *input;
-    struct _object *result;   /* what the app returned (close() is called on it) */
-    struct _object *iter;     /* iterator over result, when it is not a list or tuple */
-    struct _object *chunk_obj;/* owner of 'chunk' */
+    struct _object *result;    /* what the app returned (close() is called on it) */
+    struct _object *iter;      /* iterator over result, when it is not a list or tuple */
+    struct _object *chunk_obj; /* owner of 'chunk' */
     struct _object *status_line;
     struct _object *headers;
     struct _object *filelike; /* a wsgi.file_wrapper being sent with sendfile */
@@ -104,7 +104,7 @@ struct wsgi_call {
     bool headers_sent;
     bool chunked;
     bool no_body;
-    bool crlf_pending;        /* a chunked block sent zero-copy still needs its CRLF */
+    bool crlf_pending; /* a chunked block sent zero-copy still needs its CRLF */
     bool file_sent;
 };
 

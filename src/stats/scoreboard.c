@@ -15,9 +15,9 @@
 struct scoreboard {
     int workers;
     int threads;
-    size_t size;              /* bytes mapped at 'map' */
-    struct sb_worker *wk;     /* [workers] */
-    struct sb_slot *slots;    /* [workers * threads] */
+    size_t size;           /* bytes mapped at 'map' */
+    struct sb_worker *wk;  /* [workers] */
+    struct sb_slot *slots; /* [workers * threads] */
     void *map;
 };
 

@@ -12,10 +12,10 @@
 #include <stddef.h>
 
 struct buf {
-    char *data;  /* heap block of 'cap' bytes, or NULL */
-    size_t off;  /* first unconsumed byte */
-    size_t len;  /* end of the valid bytes */
-    size_t cap;  /* size of 'data' */
+    char *data; /* heap block of 'cap' bytes, or NULL */
+    size_t off; /* first unconsumed byte */
+    size_t len; /* end of the valid bytes */
+    size_t cap; /* size of 'data' */
 };
 
 void buf_init(struct buf *b);

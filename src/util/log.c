@@ -14,10 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static int log_out = 2;                          /* stderr until log_open() */
-static enum log_level log_max = LOG_LEVEL_INFO;  /* lines above this level are dropped */
-static char log_role[32] = "corral";             /* "master", "worker 3" */
-static int log_access = 1;                       /* per-request lines on? */
+static int log_out = 2;                         /* stderr until log_open() */
+static enum log_level log_max = LOG_LEVEL_INFO; /* lines above this level are dropped */
+static char log_role[32] = "corral";            /* "master", "worker 3" */
+static int log_access = 1;                      /* per-request lines on? */
 
 int log_open(const char *path)
 {

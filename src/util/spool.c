@@ -23,8 +23,10 @@ void spool_init(struct spool *s, uint64_t threshold)
 
 void spool_reset(struct spool *s)
 {
-    if (s->mem.cap > 256 * 1024) buf_destroy(&s->mem);
-    else buf_reset(&s->mem);
+    if (s->mem.cap > 256 * 1024)
+        buf_destroy(&s->mem);
+    else
+        buf_reset(&s->mem);
     if (s->fd >= 0) close(s->fd);
     s->fd = -1;
     s->size = 0;

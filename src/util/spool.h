@@ -16,11 +16,11 @@
 #include "util/buf.h"
 
 struct spool {
-    struct buf mem;      /* the bytes while size <= threshold */
-    int fd;              /* temporary file once above it, else -1 */
-    uint64_t size;       /* bytes stored */
-    uint64_t threshold;  /* memory limit before spilling (--post-buffering) */
-    const char *view;    /* zero-copy case: the whole body lies in the connection's buffer */
+    struct buf mem;     /* the bytes while size <= threshold */
+    int fd;             /* temporary file once above it, else -1 */
+    uint64_t size;      /* bytes stored */
+    uint64_t threshold; /* memory limit before spilling (--post-buffering) */
+    const char *view;   /* zero-copy case: the whole body lies in the connection's buffer */
 };
 
 void spool_init(struct spool *s, uint64_t threshold);

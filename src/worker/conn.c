@@ -42,11 +42,11 @@ enum conn_state {
 };
 
 enum {
-    CONN_READ_ROOM = 16384,  /* read-buffer space beyond the head limit, for body bytes */
+    CONN_READ_ROOM = 16384, /* read-buffer space beyond the head limit, for body bytes */
     CONN_MAX_HEADERS = 100,
     CONN_MAX_VARS = 256,
-    CONN_OUT_HIGH = 65536,   /* stop parsing pipelined requests above this much unsent */
-    CONN_ACCEPT_BATCH = 8,   /* accepts per wake-up: leave some for idle siblings */
+    CONN_OUT_HIGH = 65536, /* stop parsing pipelined requests above this much unsent */
+    CONN_ACCEPT_BATCH = 8, /* accepts per wake-up: leave some for idle siblings */
     CONN_LINGER_MS = 2000,
 };
 
@@ -62,35 +62,35 @@ struct conn {
     struct conn_ctx *x;
     const struct listener *ls;
     enum conn_state state;
-    bool want_write;          /* registered for writability (blocked on output) */
-    bool keep_alive;          /* the connection may serve another request */
-    bool close_after_write;   /* close once 'out' has drained */
+    bool want_write;        /* registered for writability (blocked on output) */
+    bool keep_alive;        /* the connection may serve another request */
+    bool close_after_write; /* close once 'out' has drained */
 
-    char *rbuf;               /* read buffer: cap = head limit + CONN_READ_ROOM */
+    char *rbuf; /* read buffer: cap = head limit + CONN_READ_ROOM */
     size_t rcap;
-    size_t rlen;              /* bytes in rbuf */
-    size_t head_len;          /* the current request's head, once parsed */
-    size_t pos;               /* end of what the current request has consumed */
+    size_t rlen;     /* bytes in rbuf */
+    size_t head_len; /* the current request's head, once parsed */
+    size_t pos;      /* end of what the current request has consumed */
 
-    struct http_request req;  /* views into rbuf */
-    struct http_header *headers;  /* [CONN_MAX_HEADERS] for HTTP listeners */
-    struct uwsgi_var *vars;       /* [CONN_MAX_VARS] for uwsgi listeners */
+    struct http_request req;     /* views into rbuf */
+    struct http_header *headers; /* [CONN_MAX_HEADERS] for HTTP listeners */
+    struct uwsgi_var *vars;      /* [CONN_MAX_VARS] for uwsgi listeners */
     size_t num_vars;
 
     struct spool body;
     bool has_body;
     bool chunked;
-    uint64_t body_left;       /* Content-Length bytes still to come */
+    uint64_t body_left; /* Content-Length bytes still to come */
     struct http_chunked dec;
 
-    struct buf out;           /* response bytes not yet written */
+    struct buf out; /* response bytes not yet written */
     struct wsgi_call call;
-    enum wsgi_result pending; /* what the app said last, while in CONN_RESPONSE */
-    struct pool_task task;    /* with a pool: this connection's hand-off */
-    enum conn_task task_kind; /* what the thread should do (owner: loop until submitted) */
+    enum wsgi_result pending;     /* what the app said last, while in CONN_RESPONSE */
+    struct pool_task task;        /* with a pool: this connection's hand-off */
+    enum conn_task task_kind;     /* what the thread should do (owner: loop until submitted) */
     enum wsgi_result task_result; /* what it got (owner: thread until done) */
-    bool peer_closed;         /* EOF seen while the request was on a thread */
-    bool unwatched;           /* taken out of the loop while the request was on a thread */
+    bool peer_closed;             /* EOF seen while the request was on a thread */
+    bool unwatched;               /* taken out of the loop while the request was on a thread */
 
     uint64_t deadline;        /* loop ms when the current wait times out; 0 = none */
     uint64_t started;         /* loop ms when the current request reached the app */
@@ -118,8 +118,10 @@ static struct conn *conn_get(struct conn_ctx *x, const struct listener *ls)
         c = xcalloc(1, sizeof(*c));
         c->rcap = rcap;
         c->rbuf = xmalloc(rcap);
-        if (ls->proto == SOCK_PROTO_UWSGI) c->vars = xcalloc(CONN_MAX_VARS, sizeof(*c->vars));
-        else c->headers = xcalloc(CONN_MAX_HEADERS, sizeof(*c->headers));
+        if (ls->proto == SOCK_PROTO_UWSGI)
+            c->vars = xcalloc(CONN_MAX_VARS, sizeof(*c->vars));
+        else
+            c->headers = xcalloc(CONN_MAX_HEADERS, sizeof(*c->headers));
         buf_init(&c->out);
         spool_init(&c->body, (uint64_t)x->cfg->post_buffering);
     }
@@ -159,8 +161,10 @@ static void conn_close(struct conn *c)
     loop_del(x->loop, c->fd);
     close(c->fd);
     c->fd = -1;
-    if (c->prev) c->prev->next = c->next;
-    else x->all = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        x->all = c->next;
     if (c->next) c->next->prev = c->prev;
     x->count--;
     if (wsgi_in_progress(&c->call)) {
@@ -252,8 +256,7 @@ int conn_listen(struct conn_ctx *x, bool on)
         int err = on ? loop_add(x->loop, x->ls[i].fd, LOOP_READABLE | LOOP_EXCLUSIVE, on_accept, x)
                      : loop_del(x->loop, x->ls[i].fd);
         if (err) {
-            log_error("cannot %s %s: %s", on ? "watch" : "unwatch", x->ls[i].name,
-                      strerror(-err));
+            log_error("cannot %s %s: %s", on ? "watch" : "unwatch", x->ls[i].name, strerror(-err));
             return err;
         }
     }
@@ -390,9 +393,12 @@ static enum wsgi_result run_app(struct conn *c, enum conn_task kind, struct sb_s
     atomic_store_explicit(&slot->thread, (uint64_t)pthread_self(), memory_order_relaxed);
     scoreboard_begin(slot, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000,
                      c->req.method, c->req.method_len, c->req.target, c->req.target_len);
-    if (kind == TASK_CALL) r = wsgi_call(&c->call);
-    else if (kind == TASK_RESUME) r = wsgi_resume(&c->call);
-    else wsgi_abort(&c->call);
+    if (kind == TASK_CALL)
+        r = wsgi_call(&c->call);
+    else if (kind == TASK_RESUME)
+        r = wsgi_resume(&c->call);
+    else
+        wsgi_abort(&c->call);
     scoreboard_end(slot);
     return r;
 }
@@ -477,8 +483,10 @@ static void dispatch(struct conn *c)
     c->deadline = 0;
     c->started = loop_now(x->loop);
     if (log_access_enabled()) c->started_us = clock_us();
-    if (x->pool) run_elsewhere(c, TASK_CALL);
-    else respond(c, run_app(c, TASK_CALL, scoreboard_slot(x->sb, x->sb_index, 0)));
+    if (x->pool)
+        run_elsewhere(c, TASK_CALL);
+    else
+        respond(c, run_app(c, TASK_CALL, scoreboard_slot(x->sb, x->sb_index, 0)));
 }
 
 void conn_run_task(struct pool_task *t, int thread, void *arg)
@@ -643,8 +651,8 @@ static int body_chunked(struct conn *c)
     for (;;) {
         const char *data;
         size_t used = 0, dlen = 0;
-        int r = http_chunked_decode(&c->dec, c->rbuf + c->pos, c->rlen - c->pos, &used, &data,
-                                    &dlen);
+        int r =
+            http_chunked_decode(&c->dec, c->rbuf + c->pos, c->rlen - c->pos, &used, &data, &dlen);
         c->pos += used;
         if (r == HTTP_CHUNK_DATA) {
             if (spool(c, data, dlen) < 0) return -1;
@@ -816,8 +824,10 @@ static void on_event(struct loop *l, int fd, unsigned events, void *arg)
     (void)l;
     (void)fd;
 
-    if (events & LOOP_WRITABLE) on_writable(c);
-    else if (events & LOOP_READABLE) on_readable(c);
+    if (events & LOOP_WRITABLE)
+        on_writable(c);
+    else if (events & LOOP_READABLE)
+        on_readable(c);
 }
 
 /* --- timers ----------------------------------------------------------------------------- */
@@ -845,7 +855,9 @@ void conn_sweep(struct conn_ctx *x)
         next = c->next;
         bool idle = c->state == CONN_HEAD && c->rlen == 0 && buf_used(&c->out) == 0;
         if (c->state == CONN_APP) continue; /* a thread has it; harakiri is the master's */
-        if (x->draining && idle) conn_close(c);
-        else if (c->deadline && now >= c->deadline) expire(c);
+        if (x->draining && idle)
+            conn_close(c);
+        else if (c->deadline && now >= c->deadline)
+            expire(c);
     }
 }

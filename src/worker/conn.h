@@ -28,21 +28,21 @@ struct conn_ctx {
     struct loop *loop;
     const struct config *cfg;
     struct http_limits limits;
-    struct sb_worker *sbw;     /* this worker's scoreboard entry */
+    struct sb_worker *sbw; /* this worker's scoreboard entry */
     struct scoreboard *sb;
     int sb_index;              /* this worker's index in the scoreboard */
     struct pool *pool;         /* --threads > 1: the Python threads; NULL: the loop calls */
     int max_inflight;          /* with a pool: stop accepting at this many queued requests */
     const struct listener *ls; /* the listeners, [nls] */
     int nls;
-    bool accepting;            /* the listeners are in the loop */
-    uint64_t max_requests;     /* recycle after this many requests (with jitter); 0: never */
-    int worker_id;             /* 1-based, for logs */
-    bool draining;             /* stopping: no new requests on kept-alive connections */
-    struct conn *all;          /* every open connection (timeouts, draining) */
-    struct conn *closed;       /* closed, waiting for conn_reap() */
-    struct conn *spare;        /* freed connections kept for reuse */
-    int count;                 /* open connections */
+    bool accepting;        /* the listeners are in the loop */
+    uint64_t max_requests; /* recycle after this many requests (with jitter); 0: never */
+    int worker_id;         /* 1-based, for logs */
+    bool draining;         /* stopping: no new requests on kept-alive connections */
+    struct conn *all;      /* every open connection (timeouts, draining) */
+    struct conn *closed;   /* closed, waiting for conn_reap() */
+    struct conn *spare;    /* freed connections kept for reuse */
+    int count;             /* open connections */
 };
 
 /* Puts the listeners in the loop (or takes them out). Returns 0 or -errno. Loop thread. */

@@ -20,17 +20,17 @@
 
 struct pool {
     pthread_mutex_t mu;
-    pthread_cond_t cv;             /* signalled when 'todo' gains a task and a thread idles */
-    struct pool_task *todo_head;   /* guarded by mu */
+    pthread_cond_t cv;           /* signalled when 'todo' gains a task and a thread idles */
+    struct pool_task *todo_head; /* guarded by mu */
     struct pool_task *todo_tail;
-    struct pool_task *done_head;   /* guarded by mu; pushed in completion order */
+    struct pool_task *done_head; /* guarded by mu; pushed in completion order */
     struct pool_task *done_tail;
-    _Atomic bool has_done;         /* a hint for the loop, read without the mutex */
-    int waiting;                   /* threads asleep on cv, not yet woken; guarded by mu */
-    int running;                   /* threads awake (or woken); guarded by mu */
-    int wakeups;                   /* wake tokens not yet taken by a sleeper; guarded by mu */
-    uint64_t stalled_since;        /* ms when queued work last made progress; guarded by mu */
-    int inflight;                  /* owner: loop */
+    _Atomic bool has_done;  /* a hint for the loop, read without the mutex */
+    int waiting;            /* threads asleep on cv, not yet woken; guarded by mu */
+    int running;            /* threads awake (or woken); guarded by mu */
+    int wakeups;            /* wake tokens not yet taken by a sleeper; guarded by mu */
+    uint64_t stalled_since; /* ms when queued work last made progress; guarded by mu */
+    int inflight;           /* owner: loop */
     struct loop *loop;
     pool_run_cb *run;
     pool_done_cb *done;
@@ -99,8 +99,10 @@ static void finish(struct pool *p, struct pool_task *t)
     t->next = NULL;
     pthread_mutex_lock(&p->mu);
     was_empty = !p->done_head;
-    if (p->done_tail) p->done_tail->next = t;
-    else p->done_head = t;
+    if (p->done_tail)
+        p->done_tail->next = t;
+    else
+        p->done_head = t;
     p->done_tail = t;
     atomic_store_explicit(&p->has_done, true, memory_order_release);
     pthread_mutex_unlock(&p->mu);
@@ -124,8 +126,7 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-struct pool *pool_new(int threads, struct loop *l, pool_run_cb *run, pool_done_cb *done,
-                      void *arg)
+struct pool *pool_new(int threads, struct loop *l, pool_run_cb *run, pool_done_cb *done, void *arg)
 {
     struct pool *p = xcalloc(1, sizeof(*p));
     pthread_attr_t attr;
@@ -158,11 +159,15 @@ void pool_submit(struct pool *p, struct pool_task *t)
     t->next = NULL;
     p->inflight++;
     pthread_mutex_lock(&p->mu);
-    if (p->todo_tail) p->todo_tail->next = t;
-    else p->todo_head = t;
+    if (p->todo_tail)
+        p->todo_tail->next = t;
+    else
+        p->todo_head = t;
     p->todo_tail = t;
-    if (p->running == 0 && p->waiting > 0) wake_one(p);
-    else if (!p->stalled_since) p->stalled_since = now_ms();
+    if (p->running == 0 && p->waiting > 0)
+        wake_one(p);
+    else if (!p->stalled_since)
+        p->stalled_since = now_ms();
     pthread_mutex_unlock(&p->mu);
 }
 

@@ -28,8 +28,7 @@ typedef void pool_run_cb(struct pool_task *t, int thread, void *arg);
 typedef void pool_done_cb(struct pool_task *t, void *arg);
 
 /* Starts 'threads' Python threads. Returns NULL (logged) on failure. Loop thread. */
-struct pool *pool_new(int threads, struct loop *l, pool_run_cb *run, pool_done_cb *done,
-                      void *arg);
+struct pool *pool_new(int threads, struct loop *l, pool_run_cb *run, pool_done_cb *done, void *arg);
 /* Queues a task for a Python thread. Loop thread. */
 void pool_submit(struct pool *p, struct pool_task *t);
 /*

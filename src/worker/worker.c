@@ -32,8 +32,10 @@ static volatile sig_atomic_t stop_now;      /* SIGQUIT */
 
 static void on_signal(int sig)
 {
-    if (sig == SIGTERM) stop_graceful = 1;
-    else stop_now = 1;
+    if (sig == SIGTERM)
+        stop_graceful = 1;
+    else
+        stop_now = 1;
 }
 
 static void start_draining(struct conn_ctx *x, const struct worker_args *a)
@@ -55,8 +57,7 @@ static void after_batch(struct loop *l, void *arg)
         if (again >= 0) loop_wait_at_most(l, again);
     }
     conn_reap(x);
-    if (stop_now || (stop_graceful && !x->draining) || (x->draining && x->count == 0))
-        loop_stop(l);
+    if (stop_now || (stop_graceful && !x->draining) || (x->draining && x->count == 0)) loop_stop(l);
 }
 
 /* Resident memory in MiB, from /proc/self/statm. */
@@ -187,13 +188,15 @@ _Noreturn void worker_main(const struct worker_args *a)
     }
     x.max_requests = (uint64_t)cfg->max_requests;
     if (cfg->max_requests && cfg->max_requests_jitter)
-        x.max_requests += (uint64_t)(rand_r(&(unsigned){(unsigned)getpid()}) %
-                                     (cfg->max_requests_jitter + 1));
+        x.max_requests +=
+            (uint64_t)(rand_r(&(unsigned){(unsigned)getpid()}) % (cfg->max_requests_jitter + 1));
     atomic_store(&x.sbw->started_ms, loop_now(x.loop));
     if (cfg->harakiri) {
         pthread_t tid;
-        if (pthread_create(&tid, NULL, watchdog, (void *)a) == 0) pthread_detach(tid);
-        else log_error("cannot start the harakiri watchdog");
+        if (pthread_create(&tid, NULL, watchdog, (void *)a) == 0)
+            pthread_detach(tid);
+        else
+            log_error("cannot start the harakiri watchdog");
     }
     atomic_store(&x.sbw->ready, 1);
 

@@ -27,8 +27,8 @@ struct worker_args {
     const struct listener *ls; /* the bound listeners */
     int nls;
     struct scoreboard *sb;
-    int id;                    /* the worker's process-table and scoreboard index */
-    int number;                /* 1..processes, for logs */
+    int id;     /* the worker's process-table and scoreboard index */
+    int number; /* 1..processes, for logs */
 };
 
 _Noreturn void worker_main(const struct worker_args *a);

@@ -11,8 +11,8 @@
 #include <unistd.h>
 
 struct guard {
-    char *map;     /* the whole mapping */
-    size_t size;   /* its length */
+    char *map;   /* the whole mapping */
+    size_t size; /* its length */
 };
 
 /* Returns a pointer to a copy of p[0, len) that ends exactly at a PROT_NONE page. */

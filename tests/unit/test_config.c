@@ -622,16 +622,17 @@ static void test_uwsgi_unknown_keys(void **state)
     struct run r;
     (void)state;
 
-    write_file("site.ini", "[uwsgi]\nhttp = :1\nmodule = app\nmemory-report = true\noffload-threads = 30\n"
-                           "cheaper = 3\nmyport = 8001\nhttp = :%(myport)\np = 4\n");
+    write_file("site.ini",
+               "[uwsgi]\nhttp = :1\nmodule = app\nmemory-report = true\noffload-threads = 30\n"
+               "cheaper = 3\nmyport = 8001\nhttp = :%(myport)\np = 4\n");
     assert_int_equal(run(&r, (const char *[]){"corral", "--ini", "site.ini", NULL}), 0);
-    assert_string_equal(r.warn,
-                        "corral: warning: site.ini:4: uwsgi option 'memory-report' is not supported by "
-                        "corral; ignored\n"
-                        "corral: warning: site.ini:5: uwsgi option 'offload-threads' is not supported by "
-                        "corral; ignored\n"
-                        "corral: warning: site.ini:9: uwsgi option 'p' is not supported by "
-                        "corral; ignored\n");
+    assert_string_equal(
+        r.warn, "corral: warning: site.ini:4: uwsgi option 'memory-report' is not supported by "
+                "corral; ignored\n"
+                "corral: warning: site.ini:5: uwsgi option 'offload-threads' is not supported by "
+                "corral; ignored\n"
+                "corral: warning: site.ini:9: uwsgi option 'p' is not supported by "
+                "corral; ignored\n");
     assert_int_equal(r.cfg.http.n, 2);
     assert_string_equal(r.cfg.http.v[1], ":8001");
     config_free(&r.cfg);
@@ -666,11 +667,11 @@ static void test_uwsgi_django_ini(void **state)
                              "env = DJANGO_SETTINGS_MODULE=%(project).settings\n");
     assert_int_equal(run(&r, (const char *[]){"corral", "--ini", "django.ini", NULL}), 0);
     assert_string_equal(r.err, "");
-    assert_string_equal(r.warn,
-                        "corral: warning: django.ini:19: uwsgi option 'offload-threads' is not supported "
-                        "by corral; ignored\n"
-                        "corral: warning: django.ini:20: uwsgi option 'thunder-lock' is not "
-                        "supported by corral; ignored\n");
+    assert_string_equal(
+        r.warn, "corral: warning: django.ini:19: uwsgi option 'offload-threads' is not supported "
+                "by corral; ignored\n"
+                "corral: warning: django.ini:20: uwsgi option 'thunder-lock' is not "
+                "supported by corral; ignored\n");
     assert_string_equal(r.cfg.chdir, "/srv/mysite");
     assert_string_equal(r.cfg.module, "mysite.wsgi:application");
     assert_string_equal(r.cfg.venv, "/srv/venvs/mysite");
