@@ -100,8 +100,10 @@ fuzz:
 	    -o build/fuzz/fuzz_$$f tests/fuzz/fuzz_$$f.c $(FUZZ_SRCS); \
 	  rm -rf build/fuzz/corpus_$$f; cp -r tests/fuzz/corpus/$$f build/fuzz/corpus_$$f; \
 	  echo "== fuzz_$$f ($${FUZZ_SECONDS:-20} s)"; \
-	  build/fuzz/fuzz_$$f -max_total_time=$${FUZZ_SECONDS:-20} -print_final_stats=1 \
-	    build/fuzz/corpus_$$f 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY" ; \
+	  if ! build/fuzz/fuzz_$$f -max_total_time=$${FUZZ_SECONDS:-20} -print_final_stats=1 \
+	      -artifact_prefix=build/fuzz/ build/fuzz/corpus_$$f > build/fuzz/fuzz_$$f.log 2>&1; then \
+	    tail -n 40 build/fuzz/fuzz_$$f.log; exit 1; fi; \
+	  grep -E "number_of_executed_units" build/fuzz/fuzz_$$f.log; \
 	done
 
 # Test-only: compare our parser with Debian's llhttp (node-llhttp's C sources).

@@ -3,7 +3,7 @@
 # Idempotent and quiet when everything is present; needs root only when something is missing.
 set -eu
 
-PKGS="build-essential pkg-config libpython3-dev python3 libcmocka-dev clang
+PKGS="build-essential pkg-config libpython3-dev python3 libcmocka-dev clang clang-format
 python3-pytest python3-django python3-flask python3-pylibmc python3-requests
 nginx-light memcached node-llhttp"
 
