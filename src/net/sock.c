@@ -159,6 +159,8 @@ int sock_listen(struct listener *ls, const char *addr, enum sock_proto proto, in
     if (inherited_fd >= 0) {
         ls->fd = inherited_fd;
         fcntl(ls->fd, F_SETFD, FD_CLOEXEC);
+        /* systemd passes blocking sockets; the loop must never block in accept() */
+        fcntl(ls->fd, F_SETFL, fcntl(ls->fd, F_GETFL) | O_NONBLOCK);
         if (!ls->host[0]) snprintf(ls->host, sizeof(ls->host), "%s", "0.0.0.0");
         return 0;
     }
