@@ -798,7 +798,7 @@ static enum wsgi_result fail(struct wsgi_call *c, const char *what)
     if (sent) return WSGI_ABORT;
     c->out->len = c->out_mark; /* drop the unsent head */
     c->status = status;
-    c->body_bytes = 0;
+    c->body_bytes = strlen(http_reason(status)) + 1; /* the short text body */
     http_error_response(c->out, status, !c->keep_alive);
     return WSGI_DONE;
 }

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <poll.h>
@@ -215,11 +216,22 @@ static bool has_room(const struct conn_ctx *x)
     return !x->pool || pool_inflight(x->pool) < x->max_inflight;
 }
 
+/*
+ * How many connections to take per wake-up. A single-threaded worker among siblings takes one:
+ * it serves requests inline, so a second queued connection would wait behind the first while
+ * an idle sibling (woken by EPOLLEXCLUSIVE while this one is busy) could serve it at once.
+ */
+static int accept_batch(const struct conn_ctx *x)
+{
+    return (!x->pool && x->cfg->processes > 1) ? 1 : CONN_ACCEPT_BATCH;
+}
+
 static void conn_accept(struct conn_ctx *x, const struct listener *ls)
 {
     char addr[64], port[8];
+    int batch = accept_batch(x);
 
-    for (int i = 0; i < CONN_ACCEPT_BATCH && !x->draining && has_room(x); i++) {
+    for (int i = 0; i < batch && !x->draining && has_room(x); i++) {
         int fd = sock_accept(ls, addr, sizeof(addr), port, sizeof(port));
         if (fd == -EAGAIN || fd == -ECONNABORTED) return;
         if (fd < 0) {
@@ -845,6 +857,13 @@ static void expire(struct conn *c)
     }
 }
 
+/* Bytes the client sent that the loop has not read yet (a request racing our close). */
+static bool unread(const struct conn *c)
+{
+    int n = 0;
+    return ioctl(c->fd, FIONREAD, &n) == 0 && n > 0;
+}
+
 void conn_sweep(struct conn_ctx *x)
 {
     uint64_t now = loop_now(x->loop);
@@ -855,7 +874,7 @@ void conn_sweep(struct conn_ctx *x)
         next = c->next;
         bool idle = c->state == CONN_HEAD && c->rlen == 0 && buf_used(&c->out) == 0;
         if (c->state == CONN_APP) continue; /* a thread has it; harakiri is the master's */
-        if (x->draining && idle)
+        if (x->draining && idle && !unread(c))
             conn_close(c);
         else if (c->deadline && now >= c->deadline)
             expire(c);
