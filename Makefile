@@ -42,7 +42,7 @@ MASTER  := src/master/master.c src/master/signals.c
 SRCS    := $(UTIL) $(CONFIG) $(PARSERS) $(NET) $(PYSRC) $(WORKER) $(MASTER) src/main.c
 obj      = $(patsubst src/%.c,$(O)/obj/%.o,$(1))
 
-UNIT_TESTS := http_parser uwsgi_proto ini config
+UNIT_TESTS := http_parser uwsgi_proto ini config buf loop
 UNIT_DEPS_buf         := $(UTIL)
 UNIT_DEPS_http_parser := $(UTIL) src/http/http_parser.c src/http/http_response.c
 UNIT_DEPS_uwsgi_proto := $(UTIL) src/uwsgi/uwsgi_proto.c

@@ -118,10 +118,14 @@ int loop_add(struct loop *l, int fd, unsigned events, loop_fd_cb *cb, void *arg)
 {
     int err;
 
+    if (fd < 0) return -EBADF;
     if (fd >= l->nslots) grow_slots(l, fd);
     l->slots[fd].gen++;
     err = ctl(l, EPOLL_CTL_ADD, fd, events);
-    if (err) return err;
+    if (err) {
+        l->slots[fd].gen--; /* the existing registration (if any) keeps its generation */
+        return err;
+    }
     l->slots[fd].cb = cb;
     l->slots[fd].arg = arg;
     return 0;
@@ -129,6 +133,7 @@ int loop_add(struct loop *l, int fd, unsigned events, loop_fd_cb *cb, void *arg)
 
 int loop_mod(struct loop *l, int fd, unsigned events, loop_fd_cb *cb, void *arg)
 {
+    if (fd < 0 || fd >= l->nslots || !l->slots[fd].cb) return -ENOENT;
     l->slots[fd].cb = cb;
     l->slots[fd].arg = arg;
     return ctl(l, EPOLL_CTL_MOD, fd, events & ~(unsigned)LOOP_EXCLUSIVE);

@@ -37,7 +37,7 @@ static inline size_t buf_used(const struct buf *b)
 
 static inline char *buf_start(const struct buf *b)
 {
-    return b->data + b->off;
+    return b->data ? b->data + b->off : NULL;
 }
 
 #endif

@@ -33,7 +33,8 @@ void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void log_vline(enum log_level level, const char *fmt, va_list ap);
+void log_vline(enum log_level level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 /* Writes 'len' raw bytes (already formatted, e.g. a traceback) as they are. */
 void log_raw(const char *p, unsigned long len);
 

@@ -33,6 +33,12 @@ void spool_reset(struct spool *s)
     s->view = NULL;
 }
 
+void spool_destroy(struct spool *s)
+{
+    spool_reset(s);
+    buf_destroy(&s->mem);
+}
+
 void spool_set_view(struct spool *s, const char *p, size_t n)
 {
     s->view = p;
@@ -58,7 +64,7 @@ static int spill(struct spool *s)
 
     s->fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (s->fd < 0) return -errno;
-    err = write_all(s->fd, buf_start(&s->mem), buf_used(&s->mem));
+    err = buf_used(&s->mem) ? write_all(s->fd, buf_start(&s->mem), buf_used(&s->mem)) : 0;
     buf_destroy(&s->mem);
     return err;
 }

@@ -24,8 +24,10 @@ struct spool {
 };
 
 void spool_init(struct spool *s, uint64_t threshold);
-/* Frees memory and closes the file; the spool is empty and reusable. */
+/* Empties the spool for the next body: closes the file, keeps a small memory block. */
 void spool_reset(struct spool *s);
+/* Frees everything; the spool is empty (and still usable). */
+void spool_destroy(struct spool *s);
 /* Uses p[0, n) in place as the whole body (valid until spool_reset()). Spool must be empty. */
 void spool_set_view(struct spool *s, const char *p, size_t n);
 /* Appends bytes (copying). Returns 0 or -errno (could not create or write the file). */

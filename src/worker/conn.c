@@ -92,6 +92,7 @@ struct conn {
     enum wsgi_result task_result; /* what it got (owner: thread until done) */
     bool peer_closed;             /* EOF seen while the request was on a thread */
     bool unwatched;               /* taken out of the loop while the request was on a thread */
+    bool registered;              /* the socket is in the loop (uwsgi: only once it has to wait) */
 
     uint64_t deadline;        /* loop ms when the current wait times out; 0 = none */
     uint64_t started;         /* loop ms when the current request reached the app */
@@ -102,6 +103,8 @@ struct conn {
 };
 
 static void on_event(struct loop *l, int fd, unsigned events, void *arg);
+static void on_readable(struct conn *c);
+static void watch(struct conn *c, unsigned events);
 static void service(struct conn *c);
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -128,7 +131,7 @@ static struct conn *conn_get(struct conn_ctx *x, const struct listener *ls)
     }
     c->x = x;
     c->ls = ls;
-    c->peer_closed = c->unwatched = false;
+    c->peer_closed = c->unwatched = c->registered = false;
     wsgi_call_init(&c->call, &c->out);
     c->state = CONN_HEAD;
     c->want_write = c->close_after_write = false;
@@ -146,7 +149,7 @@ static struct conn *conn_get(struct conn_ctx *x, const struct listener *ls)
 static void conn_free(struct conn *c)
 {
     buf_destroy(&c->out);
-    spool_reset(&c->body);
+    spool_destroy(&c->body);
     free(c->rbuf);
     free(c->headers);
     free(c->vars);
@@ -159,7 +162,7 @@ static void conn_close(struct conn *c)
     struct conn_ctx *x = c->x;
 
     if (c->fd < 0) return;
-    loop_del(x->loop, c->fd);
+    if (c->registered) loop_del(x->loop, c->fd);
     close(c->fd);
     c->fd = -1;
     if (c->prev)
@@ -243,11 +246,11 @@ static void conn_accept(struct conn_ctx *x, const struct listener *ls)
         memcpy(c->addr, addr, sizeof(addr));
         memcpy(c->port, port, sizeof(port));
         c->deadline = loop_now(x->loop) + (uint64_t)x->cfg->http_timeout * 1000;
-        int err = loop_add(x->loop, fd, LOOP_READABLE, on_event, c);
-        if (err) {
-            log_error("cannot watch a connection: %s", strerror(-err));
-            conn_close(c);
-        }
+        /* nginx sends the packet right behind the connect: read and serve it now; the
+         * socket joins the loop only if it has to wait (a one-shot uwsgi request that is
+         * answered at once costs no epoll_ctl at all) */
+        if (ls->proto == SOCK_PROTO_UWSGI) on_readable(c);
+        if (c->fd >= 0 && !c->registered && !c->unwatched) watch(c, LOOP_READABLE);
     }
     if (!has_room(x)) conn_listen(x, false);
 }
@@ -278,8 +281,25 @@ int conn_listen(struct conn_ctx *x, bool on)
 
 /* --- output ----------------------------------------------------------------------------- */
 
+/* Puts the socket in the loop for 'events'. */
+static void watch(struct conn *c, unsigned events)
+{
+    int err = loop_add(c->x->loop, c->fd, events, on_event, c);
+    if (err) {
+        log_error("cannot watch a connection: %s", strerror(-err));
+        conn_close(c);
+        return;
+    }
+    c->registered = true;
+    c->want_write = (events & LOOP_WRITABLE) != 0;
+}
+
 static void want(struct conn *c, bool write)
 {
+    if (!c->registered) {
+        if (!c->unwatched) watch(c, write ? LOOP_WRITABLE : LOOP_READABLE);
+        return;
+    }
     if (c->want_write == write) return;
     c->want_write = write;
     loop_mod(c->x->loop, c->fd, write ? LOOP_WRITABLE : LOOP_READABLE, on_event, c);
@@ -525,8 +545,7 @@ void conn_task_done(struct pool_task *t, void *arg)
         }
         if (c->unwatched) {
             c->unwatched = false;
-            c->want_write = c->peer_closed;
-            loop_add(x->loop, c->fd, c->peer_closed ? LOOP_WRITABLE : LOOP_READABLE, on_event, c);
+            watch(c, c->peer_closed ? LOOP_WRITABLE : LOOP_READABLE);
         }
         respond(c, c->task_result);
         if (c->fd >= 0 && c->state == CONN_HEAD) service(c);
@@ -766,7 +785,8 @@ static void service(struct conn *c)
 /* While a thread has the request: stop hearing about input we cannot take now. */
 static void unwatch(struct conn *c)
 {
-    loop_del(c->x->loop, c->fd);
+    if (c->registered) loop_del(c->x->loop, c->fd);
+    c->registered = false;
     c->unwatched = true;
 }
 

@@ -6,10 +6,9 @@
  * tests, a plain FIFO model for the interleaved-operations test, and a reference array for the
  * spool (every offset and length crossing the end is read back, in memory, file and view mode).
  *
- * spool.h has no destroy function and documents spool_reset() as "frees memory", but
- * spool_reset() keeps a memory block of up to 256 KiB for reuse. So that LeakSanitizer does
- * not blame every test for that, the tests release the spool with spool_done() (spool_reset()
- * then buf_destroy() of the block); test_spool_reset_frees_memory checks the contract itself.
+ * spool_reset() keeps a memory block of up to 256 KiB for the next body; spool_destroy()
+ * frees everything. The tests release a spool with spool_done() (spool_destroy());
+ * test_spool_destroy_frees_memory and test_spool_reset_keeps_small_block check both.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -76,8 +75,7 @@ static void append_pat(struct buf *b, size_t start, size_t n)
 
 static void spool_done(struct spool *s)
 {
-    spool_reset(s);
-    buf_destroy(&s->mem);
+    spool_destroy(s);
 }
 
 /* ---------------------------------------------------------------- buf */
@@ -659,7 +657,22 @@ static void test_spool_reset_closes_file_and_reuses(void **state)
 }
 
 /* spool.h: spool_reset() "Frees memory and closes the file". conn_free() relies on it. */
-static void test_spool_reset_frees_memory(void **state)
+static void test_spool_destroy_frees_memory(void **state)
+{
+    unsigned char ref[64];
+    struct spool s;
+    (void)state;
+
+    fill_pat(ref, 0, sizeof(ref));
+    spool_init(&s, 1000);
+    assert_int_equal(spool_append(&s, ref, sizeof(ref)), 0);
+    spool_destroy(&s);
+    bool freed = s.mem.data == NULL && s.size == 0 && s.fd == -1;
+    buf_destroy(&s.mem); /* keep LeakSanitizer quiet whatever the result */
+    assert_true(freed);
+}
+
+static void test_spool_reset_keeps_small_block(void **state)
 {
     unsigned char ref[64];
     struct spool s;
@@ -669,9 +682,11 @@ static void test_spool_reset_frees_memory(void **state)
     spool_init(&s, 1000);
     assert_int_equal(spool_append(&s, ref, sizeof(ref)), 0);
     spool_reset(&s);
-    bool freed = s.mem.data == NULL;
-    buf_destroy(&s.mem); /* keep LeakSanitizer quiet whatever the result */
-    assert_true(freed);
+    assert_int_equal(s.size, 0);
+    assert_non_null(s.mem.data); /* kept for the next body */
+    assert_int_equal(spool_append(&s, ref, sizeof(ref)), 0);
+    assert_memory_equal(spool_memory(&s, 0), ref, sizeof(ref));
+    spool_destroy(&s);
 }
 
 /* A few MiB in odd-sized pieces, across the spill, read back in odd-sized chunks. */
@@ -816,7 +831,8 @@ int main(void)
         cmocka_unit_test(test_spool_threshold_zero),
         cmocka_unit_test(test_spool_view),
         cmocka_unit_test(test_spool_reset_closes_file_and_reuses),
-        cmocka_unit_test(test_spool_reset_frees_memory),
+        cmocka_unit_test(test_spool_destroy_frees_memory),
+        cmocka_unit_test(test_spool_reset_keeps_small_block),
         cmocka_unit_test(test_spool_big_body_file),
         cmocka_unit_test(test_spool_big_body_memory),
         cmocka_unit_test(test_spool_tmpdir),

@@ -5,7 +5,8 @@
  * 'after' hook stops it after a given number of iterations (capping every wait with
  * loop_wait_at_most() when the test wants idle iterations to be quick), and tests that wait
  * for something arm a watchdog timerfd whose callback stops the loop, so a broken loop fails
- * the test instead of hanging it. Only test_tick takes about a second (1.2 s).
+ * the test instead of hanging it (and an alarm() in main() ends a binary that hangs anyway).
+ * Only test_tick takes about a second (1.2 s).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -195,10 +196,9 @@ static void test_new_free(void **state)
     assert_non_null(l);
     int p[2];
     nonblock_pipe(p);
-    struct rec r;
-    rec_init(&r, NULL);
     struct ctx c = {0};
-    r.c = &c;
+    struct rec r;
+    rec_init(&r, &c);
     r.stop = true;
     put(p[1]);
     assert_int_equal(loop_add(l, p[0], LOOP_READABLE, rec_cb, &r), 0);
