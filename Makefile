@@ -112,7 +112,7 @@ diff-llhttp:
 	cc -std=c11 -D_GNU_SOURCE -O2 -Isrc -I/usr/share/include/llhttp -o build/fuzz/diff_llhttp \
 	  tests/fuzz/diff_llhttp.c src/http/http_parser.c \
 	  /usr/share/llhttp/llhttp.c /usr/share/llhttp/api.c /usr/share/llhttp/http.c
-	build/fuzz/diff_llhttp
+	build/fuzz/diff_llhttp --mutate tests/fuzz/corpus/http_parser/*
 
 FORMAT_FILES = $(shell git ls-files 'src/*.[ch]' 'tests/unit/*.[ch]' 'tests/fuzz/*.c')
 format:

@@ -380,14 +380,14 @@ static void error_line(const struct seen *s, const char **start, const char **en
     if (!*end) *end = s->in + s->len;
 }
 
-/* The error byte is in the request line (the first line that is not empty). */
+/* The error byte is in the request line (the first line that is not empty), its LF included. */
 static bool err_in_request_line(const struct seen *s)
 {
     const char *p = s->in;
     while (s->len - (size_t)(p - s->in) >= 2 && p[0] == '\r' && p[1] == '\n')
         p += 2;
     const char *nl = memchr(p, '\n', s->len - (size_t)(p - s->in));
-    return !s->err_in_body && s->in + s->err >= p && (!nl || s->in + s->err < nl);
+    return !s->err_in_body && s->in + s->err >= p && (!nl || s->in + s->err <= nl);
 }
 
 /* Where the trailer section of the chunked body starts: the framing before the error byte
@@ -425,7 +425,7 @@ static bool err_in_field_name(const struct seen *s)
     if (!err_in_field_lines(s)) return false;
     error_line(s, &start, &end);
     const char *colon = memchr(start, ':', (size_t)(end - start));
-    return colon && s->in + s->err <= colon;
+    return !colon || s->in + s->err <= colon;
 }
 
 static bool match_bare_lf(const struct seen *s)
@@ -463,9 +463,16 @@ static bool match_ws_before_colon(const struct seen *s)
     return *p == ':' && p > s->in + s->err;
 }
 
+static bool is_tchar(char c)
+{
+    if ((c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z')) return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* corral failed on a byte of a name that cannot be in a token (so never on a valid name). */
 static bool match_field_name(const struct seen *s)
 {
-    return ll_lets_through(s) && err_in_field_name(s);
+    return ll_lets_through(s) && err_in_field_name(s) && !is_tchar(s->in[s->err]);
 }
 
 /* The error byte is one of the two that must be CRLF after a chunk's data. */
@@ -518,6 +525,15 @@ static bool match_transfer_coding(const struct seen *s)
     return ll_lets_through(s) && !s->err_in_body && s->status == 501;
 }
 
+/* corral rejects any Transfer-Encoding field next to a Content-Length, even an empty one;
+ * llhttp ignores an empty Transfer-Encoding and frames by Content-Length. */
+static bool match_te_with_cl(const struct seen *s)
+{
+    return ll_lets_through(s) && !s->err_in_body && s->status == 400 &&
+           count_fields(s->ll, "transfer-encoding", NULL) > 0 &&
+           count_fields(s->ll, "content-length", NULL) > 0;
+}
+
 static bool match_te_http10(const struct seen *s)
 {
     return s->ours->head == REJECT && s->ll->head == ACCEPT && s->ll->minor == 0 &&
@@ -536,6 +552,15 @@ static bool match_chunk_ext_empty(const struct seen *s)
     size_t e = s->err;
     return ll_lets_through(s) && s->err_in_body && e > 0 && strchr(";=", s->in[e - 1]) &&
            s->in[e] && strchr(";=\r", s->in[e]);
+}
+
+/* llhttp 8.1.0 rejects BWS around a chunk extension's ';' or '=' ("5 ;a", "5; a"), which
+ * RFC 9112 §7.1.1 allows; it stops on the whitespace or the byte after it. */
+static bool match_chunk_ext_bws(const struct seen *s)
+{
+    size_t at = s->ll->error_pos;
+    return s->ours->head == ACCEPT && s->ours->body != REJECT && s->ll->body == REJECT &&
+           at < s->len && (is_ows(s->in[at]) || (at > 0 && is_ows(s->in[at - 1])));
 }
 
 /* llhttp 8.1.0 rejects a quoted-pair in a quoted chunk extension value: it stops on the byte
@@ -559,11 +584,13 @@ static bool match_early_reject(const struct seen *s)
     return memchr(s->in + at, '\n', s->len - at) == NULL;
 }
 
-/* A request line without a version: llhttp reads it as an HTTP/0.9 simple-request. */
+/* A request line without a version: llhttp reads it as an HTTP/0.9 simple-request (or waits
+ * for the rest of one); corral fails where the SP before the version should be. */
 static bool match_http09(const struct seen *s)
 {
-    return s->ours->head == REJECT && s->ll->head == ACCEPT && s->ll->major == 0 &&
-           s->ll->minor == 9;
+    if (s->ll->head == ACCEPT) return s->ll->major == 0 && s->ll->minor == 9;
+    return ll_lets_through(s) && err_in_request_line(s) &&
+           (s->in[s->err] == '\r' || s->in[s->err] == '\n');
 }
 
 /* corral accepts any token as a method (RFC 9110 §9.1); llhttp knows a fixed list. */
@@ -646,6 +673,10 @@ static const struct known known[] = {
      "chunked\", two fields): llhttp accepts a list ending in chunked, corral answers 501 "
      "(RFC 9112 §6.1)",
      match_transfer_coding},
+    {"te-with-cl",
+     "Transfer-Encoding (even an empty one) together with Content-Length: llhttp ignores an "
+     "empty Transfer-Encoding, corral answers 400 (RFC 9112 §6.3)",
+     match_te_with_cl},
     {"te-in-http10",
      "Transfer-Encoding in an HTTP/1.0 request: llhttp accepts it, corral answers 400 "
      "(RFC 9112 §6.1)",
@@ -658,6 +689,10 @@ static const struct known known[] = {
      "an empty chunk extension name or value (\"5;;a\", \"5;=v\", \"5;a=;b\"): llhttp "
      "accepts it, corral rejects the body (RFC 9112 §7.1.1)",
      match_chunk_ext_empty},
+    {"chunk-ext-bws",
+     "whitespace (BWS) around a chunk extension's ';' or '=' (\"5 ;a\", \"5; a\"): llhttp "
+     "8.1.0 rejects the body, corral accepts it as RFC 9112 §7.1.1 allows",
+     match_chunk_ext_bws},
     {"chunk-ext-quoted-pair",
      "a quoted-pair (backslash escape) in a quoted chunk extension value: llhttp 8.1.0 "
      "rejects the body, corral accepts it as RFC 9112 §7.1.1 allows",
@@ -741,6 +776,8 @@ static const struct req builtin[] = {
     {"two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"},
     {"gzip, chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
                       "0\r\n\r\n"},
+    {"empty TE with CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n"
+                         "Transfer-Encoding:\r\n\r\nG"},
     {"TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
     {"HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n"},
     {"bare LF ends the head", "GET / HTTP/1.1\r\nHost: a\r\n\n"},
@@ -752,6 +789,8 @@ static const struct req builtin[] = {
     {"quoted-pair in chunk ext", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                                  "5;a=\"x\\\"y\"\r\nhello\r\n0\r\n\r\n"},
     {"HTTP/0.9 line", "GET /x\r\n\r\n"},
+    {"BWS in chunk extension", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "5 ; a=b\r\nhello\r\n0\r\n\r\n"},
     {"extension method", "FOO / HTTP/1.1\r\nHost: a\r\n\r\n"},
     {"target not a URL", "GET a HTTP/1.1\r\nHost: a\r\n\r\n"},
     {"truncated bad Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x"},

@@ -236,6 +236,9 @@ static struct head_case head_cases[] = {
     {"TE then CL",
      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
      .status = 400},
+    {"CL then empty TE",
+     "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding:\r\n\r\nG",
+     .status = 400},
     {"TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", .status = 400},
 
     /* ---- 400: Host (RFC 9112 §3.2) ---- */
