@@ -106,6 +106,8 @@ static void on_event(struct loop *l, int fd, unsigned events, void *arg);
 static void on_readable(struct conn *c);
 static void watch(struct conn *c, unsigned events);
 static void service(struct conn *c);
+static void unwatch(struct conn *c);
+static int flush(struct conn *c);
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -435,9 +437,16 @@ static enum wsgi_result run_app(struct conn *c, enum conn_task kind, struct sb_s
     return r;
 }
 
-/* Hands the connection's next app step to a Python thread. */
+/*
+ * Hands the connection's next app step to a Python thread. From here until conn_task_done()
+ * the thread owns 'out' and the request: what is pending goes out first, and the loop stops
+ * listening for writability (it may not flush while the thread appends).
+ */
 static void run_elsewhere(struct conn *c, enum conn_task kind)
 {
+    if (kind != TASK_ABORT && (buf_used(&c->out) || c->call.chunk_len))
+        (void)flush(c); /* what it cannot write now goes after the thread's part */
+    if (c->want_write && c->registered) unwatch(c);
     c->task_kind = kind;
     c->state = CONN_APP;
     pool_submit(c->x->pool, &c->task);
@@ -777,7 +786,7 @@ static void service(struct conn *c)
 {
     for (;;) {
         bool more = advance(c);
-        if (c->fd < 0 || c->state == CONN_RESPONSE) return;
+        if (c->fd < 0 || c->state == CONN_RESPONSE || c->state == CONN_APP) return;
         if (after_output(c) != 0 || !more) return;
     }
 }
@@ -856,6 +865,11 @@ static void on_event(struct loop *l, int fd, unsigned events, void *arg)
     (void)l;
     (void)fd;
 
+    if (c->state == CONN_APP) {
+        /* a thread owns the response: only read ahead (or notice the client leaving) */
+        if (events & LOOP_READABLE) on_readable(c);
+        return;
+    }
     if (events & LOOP_WRITABLE)
         on_writable(c);
     else if (events & LOOP_READABLE)
