@@ -38,12 +38,11 @@ static void on_signal(int sig)
         stop_now = 1;
 }
 
-static void start_draining(struct conn_ctx *x, const struct worker_args *a)
+static void start_draining(struct conn_ctx *x)
 {
     if (x->draining) return;
     x->draining = true;
     conn_listen(x, false);
-    (void)a;
     log_info("stopping gracefully: %d connection(s) to finish", x->count);
 }
 
@@ -208,7 +207,7 @@ _Noreturn void worker_main(const struct worker_args *a)
             exit(WORKER_EXIT_ERROR);
         }
         if (stop_now || (x.draining && x.count == 0)) break;
-        if (stop_graceful) start_draining(&x, a);
+        if (stop_graceful) start_draining(&x);
         if (x.draining && x.count == 0) break; /* nothing in flight: no need to wait a tick */
     }
     if (!x.pool) conn_close_all(&x); /* with threads, exit() ends them and their requests */
