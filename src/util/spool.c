@@ -87,6 +87,18 @@ int spool_append(struct spool *s, const void *p, size_t n)
     return 0;
 }
 
+char *spool_reserve(struct spool *s, size_t n)
+{
+    if (s->fd >= 0 || s->view || s->size + n > s->threshold) return NULL;
+    return buf_reserve(&s->mem, n);
+}
+
+void spool_commit(struct spool *s, size_t n)
+{
+    s->mem.len += n;
+    s->size += n;
+}
+
 const char *spool_memory(const struct spool *s, uint64_t off)
 {
     if (s->view) return s->view + off;

@@ -33,6 +33,12 @@ void spool_set_view(struct spool *s, const char *p, size_t n);
 /* Appends bytes (copying). Returns 0 or -errno (could not create or write the file). */
 int spool_append(struct spool *s, const void *p, size_t n);
 /*
+ * Zero-copy filling: room for n more bytes in memory, or NULL when the body is (or would then
+ * be) past the memory threshold or a view. Write into it, then spool_commit() what was written.
+ */
+char *spool_reserve(struct spool *s, size_t n);
+void spool_commit(struct spool *s, size_t n);
+/*
  * Copies up to n bytes at offset 'off' into dst. Returns bytes copied (0 at the end) or
  * -errno. Safe to call without the GIL.
  */

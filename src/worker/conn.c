@@ -791,6 +791,32 @@ static void service(struct conn *c)
     }
 }
 
+/*
+ * A Content-Length body that fits in memory is read straight into the spool (one copy less,
+ * and reads as large as the body instead of the read buffer's room). Returns true if it
+ * handled the event.
+ */
+static bool read_body_direct(struct conn *c)
+{
+    char *p;
+    ssize_t n;
+
+    if (c->state != CONN_BODY || c->chunked || c->body_left == 0 || c->rlen != c->pos) return false;
+    p = spool_reserve(&c->body, (size_t)c->body_left);
+    if (!p) return false;
+    n = read(c->fd, p, (size_t)c->body_left);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
+        conn_close(c); /* the client left in the middle of its body */
+        return true;
+    }
+    spool_commit(&c->body, (size_t)n);
+    c->body_left -= (uint64_t)n;
+    c->deadline = loop_now(c->x->loop) + (uint64_t)c->x->cfg->http_timeout * 1000;
+    if (c->body_left == 0) service(c);
+    return true;
+}
+
 /* While a thread has the request: stop hearing about input we cannot take now. */
 static void unwatch(struct conn *c)
 {
@@ -814,6 +840,7 @@ static void on_readable(struct conn *c)
         if (c->state == CONN_APP) unwatch(c);
         return;
     }
+    if (read_body_direct(c)) return;
     n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
