@@ -54,6 +54,8 @@ struct config {
     /* processes and threads */
     int processes;       /* --processes / workers (1) */
     int threads;         /* --threads (1): Python threads per worker */
+    int cpu_affinity;    /* --cpu-affinity: CPUs each worker keeps to, round-robin; 0: no
+                            pinning; -1 (default): 1 for pooled workers, else 0 */
     bool enable_threads; /* --enable-threads: accepted for uWSGI compatibility; no effect
                             (Python 3.7+ always has the GIL and thread support set up) */
 
