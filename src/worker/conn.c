@@ -44,7 +44,6 @@ enum conn_state {
 
 enum {
     CONN_READ_ROOM = 16384, /* read-buffer space beyond the head limit, for body bytes */
-    CONN_MAX_HEADERS = 100,
     CONN_MAX_VARS = 256,
     CONN_OUT_HIGH = 65536, /* stop parsing pipelined requests above this much unsent */
     CONN_ACCEPT_BATCH = 8, /* accepts per wake-up: leave some for idle siblings */
@@ -95,8 +94,7 @@ struct conn {
     bool registered;              /* the socket is in the loop (uwsgi: only once it has to wait) */
 
     uint64_t deadline;        /* loop ms when the current wait times out; 0 = none */
-    uint64_t started;         /* loop ms when the current request reached the app */
-    uint64_t started_us;      /* the same, precisely, for the access log */
+    uint64_t started_us;      /* when the request reached the app, for the access log */
     char addr[64];            /* REMOTE_ADDR */
     char port[8];             /* REMOTE_PORT */
     struct conn *prev, *next; /* x->all, or x->closed / x->spare via next */
@@ -522,7 +520,6 @@ static void dispatch(struct conn *c)
     w->drain = drain_blocking;
     w->drain_arg = c;
     c->deadline = 0;
-    c->started = loop_now(x->loop);
     if (log_access_enabled()) c->started_us = clock_us();
     if (x->pool)
         run_elsewhere(c, TASK_CALL);

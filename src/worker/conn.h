@@ -23,6 +23,9 @@
 
 struct conn;
 
+/* Header fields a request may carry: the parser's limit and each connection's array size. */
+enum { CONN_MAX_HEADERS = 100 };
+
 /* What every connection of a worker shares. Owner: the loop thread. */
 struct conn_ctx {
     struct loop *loop;
@@ -37,7 +40,6 @@ struct conn_ctx {
     int nls;
     bool accepting;        /* the listeners are in the loop */
     uint64_t max_requests; /* recycle after this many requests (with jitter); 0: never */
-    int worker_id;         /* 1-based, for logs */
     bool draining;         /* stopping: no new requests on kept-alive connections */
     struct conn *all;      /* every open connection (timeouts, draining) */
     struct conn *closed;   /* closed, waiting for conn_reap() */

@@ -179,9 +179,8 @@ _Noreturn void worker_main(const struct worker_args *a)
     if (rc) exit(rc);
 
     x.cfg = cfg;
-    x.worker_id = a->number;
     x.limits = (struct http_limits){.max_head = (size_t)cfg->buffer_size,
-                                    .max_headers = 100,
+                                    .max_headers = CONN_MAX_HEADERS,
                                     .max_body = (uint64_t)cfg->limit_post};
     x.sbw = scoreboard_worker(a->sb, a->id);
     x.sb = a->sb;
