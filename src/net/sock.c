@@ -141,6 +141,17 @@ out_err:
     return -1;
 }
 
+/*
+ * TCP_NODELAY on the listener: Linux copies it to every accepted socket, which saves a
+ * setsockopt() per connection (one syscall of five for a uwsgi request). Fails harmlessly on
+ * UNIX sockets.
+ */
+static void nodelay(int fd)
+{
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
 int sock_listen(struct listener *ls, const char *addr, enum sock_proto proto, int backlog,
                 const char *chmod_mode, int inherited_fd, char *err, size_t errlen)
 {
@@ -158,6 +169,7 @@ int sock_listen(struct listener *ls, const char *addr, enum sock_proto proto, in
     }
     if (inherited_fd >= 0) {
         ls->fd = inherited_fd;
+        nodelay(ls->fd);
         fcntl(ls->fd, F_SETFD, FD_CLOEXEC);
         /* systemd passes blocking sockets; the loop must never block in accept() */
         fcntl(ls->fd, F_SETFL, fcntl(ls->fd, F_GETFL) | O_NONBLOCK);
@@ -167,6 +179,7 @@ int sock_listen(struct listener *ls, const char *addr, enum sock_proto proto, in
     if (is_unix_addr(addr) ? bind_unix(ls, addr, chmod_mode, err, errlen)
                            : bind_inet(ls, addr, err, errlen))
         return -1;
+    nodelay(ls->fd);
     if (listen(ls->fd, backlog) < 0) {
         snprintf(err, errlen, "%s: listen: %s", addr, strerror(errno));
         close(ls->fd);
@@ -180,7 +193,6 @@ int sock_accept(const struct listener *ls, char *addr, size_t addrlen, char *por
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof(ss);
-    int one = 1;
     int fd = accept4(ls->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
     if (fd < 0) return -errno;
@@ -189,12 +201,10 @@ int sock_accept(const struct listener *ls, char *addr, size_t addrlen, char *por
         struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
         inet_ntop(AF_INET, &sin->sin_addr, addr, (socklen_t)addrlen);
         snprintf(port, portlen, "%u", ntohs(sin->sin_port));
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     } else if (ss.ss_family == AF_INET6) {
         struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
         inet_ntop(AF_INET6, &sin6->sin6_addr, addr, (socklen_t)addrlen);
         snprintf(port, portlen, "%u", ntohs(sin6->sin6_port));
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     return fd;
 }

@@ -36,8 +36,8 @@ int sock_listen(struct listener *ls, const char *addr, enum sock_proto proto, in
                 const char *chmod_mode, int inherited_fd, char *err, size_t errlen);
 
 /*
- * Accepts one connection as a non-blocking, CLOEXEC socket with TCP_NODELAY set, writing the
- * peer's address and port as text. Returns the fd, or -errno (-EAGAIN when none is waiting).
+ * Accepts one connection as a non-blocking, CLOEXEC socket (TCP_NODELAY comes from the
+ * listener), writing the peer's address and port as text. Returns the fd, or -errno (-EAGAIN when none is waiting).
  */
 int sock_accept(const struct listener *ls, char *addr, size_t addrlen, char *port, size_t portlen);
 

@@ -301,3 +301,32 @@ def chunked(body, sizes, ext=b""):
         i += n
         out += b"%x%s\r\n%s\r\n" % (len(piece), ext, piece)
     return out + b"0\r\n\r\n"
+
+
+def server_socket_of(pid, client):
+    """The worker's end of 'client' (a connected socket), as a local socket.socket duplicated
+    with pidfd_getfd(2), so a test can read the options the server set on it."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    pidfd = os.pidfd_open(pid)
+    try:
+        for name in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if not os.readlink("/proc/%d/fd/%s" % (pid, name)).startswith("socket:"):
+                    continue
+            except OSError:
+                continue
+            fd = libc.syscall(438, pidfd, int(name), 0)  # SYS_pidfd_getfd
+            if fd < 0:
+                continue
+            s = socket.socket(fileno=fd)
+            try:
+                if s.getpeername() == client.getsockname():
+                    return s
+            except OSError:
+                pass
+            s.close()
+    finally:
+        os.close(pidfd)
+    return None

@@ -202,6 +202,18 @@ def test_no_content_length_is_close_delimited_for_http10(routes_srv):
             assert r.body == b"".join(b"chunk-%d\n" % i for i in range(20))
 
 
+def test_accepted_sockets_have_nodelay(routes_srv):
+    """TCP_NODELAY is set on the listener (sock_listen, for --http and --socket alike) and
+    inherited by each accepted socket: no setsockopt per connection, and no Nagle delay."""
+    import socket
+    with socket.create_connection(("127.0.0.1", routes_srv.port)) as c:
+        worker = helpers.wait_for(routes_srv.workers, 10, "a worker")[0]
+        s = helpers.wait_for(lambda: helpers.server_socket_of(worker, c), 10,
+                             "the worker's end of the connection")
+        with s:
+            assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
 def test_connection_close_honoured(routes_srv):
     srv = routes_srv
     with srv.raw() as c:
