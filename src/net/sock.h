@@ -37,7 +37,8 @@ int sock_listen(struct listener *ls, const char *addr, enum sock_proto proto, in
 
 /*
  * Accepts one connection as a non-blocking, CLOEXEC socket (TCP_NODELAY comes from the
- * listener), writing the peer's address and port as text. Returns the fd, or -errno (-EAGAIN when none is waiting).
+ * listener), writing the peer's address and port as text. Returns the fd, or -errno (-EAGAIN when
+ * none is waiting).
  */
 int sock_accept(const struct listener *ls, char *addr, size_t addrlen, char *port, size_t portlen);
 
