@@ -12,9 +12,9 @@ O       := build/$(BUILD)
 ifeq ($(origin PYTHON),undefined)
 PY_VER    := $(shell pkg-config --modversion python3-embed)
 PY_CFLAGS := $(shell pkg-config --cflags python3-embed)
-PY_LIBA   := /usr/lib/python$(PY_VER)/config-$(PY_VER)-$(shell $(CC) -dumpmachine)/libpython$(PY_VER).a
-PY_LIBS   := -no-pie -Wl,-E $(PY_LIBA) -ldl -lz -lexpat -lutil
 PY_EXE    := /usr/bin/python$(PY_VER)
+PY_LIBS   := -no-pie -Wl,-E $(shell $(PY_EXE) -c 'import sysconfig as s; v = s.get_config_var; \
+               print(v("LIBPL") + "/" + v("LIBRARY"), v("LIBS"), v("SYSLIBS"), v("MODLIBS"))')
 else
 PY_INC    := $(shell $(PYTHON) -c 'import sysconfig;print(sysconfig.get_paths()["include"])')
 PY_LIBDIR := $(shell $(PYTHON) -c 'import sysconfig;print(sysconfig.get_config_var("LIBDIR"))')

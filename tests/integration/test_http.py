@@ -4,6 +4,7 @@ bodies, Expect: 100-continue, HEAD, response framing, Connection handling, every
 (each followed by a clean close), large bodies and the two timeouts.
 """
 import json
+import socket
 import threading
 
 import pytest
@@ -205,7 +206,6 @@ def test_no_content_length_is_close_delimited_for_http10(routes_srv):
 def test_accepted_sockets_have_nodelay(routes_srv):
     """TCP_NODELAY is set on the listener (sock_listen, for --http and --socket alike) and
     inherited by each accepted socket: no setsockopt per connection, and no Nagle delay."""
-    import socket
     with socket.create_connection(("127.0.0.1", routes_srv.port)) as c:
         worker = helpers.wait_for(routes_srv.workers, 10, "a worker")[0]
         s = helpers.wait_for(lambda: helpers.server_socket_of(worker, c), 10,
