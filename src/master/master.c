@@ -483,9 +483,14 @@ static void recycle(void)
 {
     static const char *const why[] = {"", "max-requests reached", "reload-on-rss exceeded",
                                       "max-worker-lifetime reached"};
-    for (int i = 0; i < nprocs; i++) {
+    int room = 0; /* free slots for successors: a worker without one waits, and keeps serving */
+
+    for (int i = 0; i < nprocs; i++)
+        room += procs[i].state == PROC_FREE;
+    for (int i = 0; i < nprocs && room > 0; i++) {
         int r = atomic_load(&scoreboard_worker(sb, i)->recycle);
         if (procs[i].state != PROC_RUNNING || r <= 0 || r > SB_RECYCLE_LIFETIME) continue;
+        room--;
         log_info("worker %d (pid %d): %s: recycling it once its successor is ready",
                  procs[i].number, (int)procs[i].pid, why[r]);
         procs[i].state = PROC_OLD;
