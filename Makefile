@@ -39,10 +39,12 @@ LDFLAGS += -pthread $(filter -fsanitize=%,$(OPT_$(BUILD)))
 # Layers, bottom first; a unit test links its layer and the ones below only.
 UTIL    := src/util/log.c src/util/buf.c src/util/xalloc.c src/util/spool.c
 CONFIG  := src/config/config.c src/config/ini.c
-PARSERS := src/http/http_parser.c src/http/http_response.c src/uwsgi/uwsgi_proto.c
-NET     := src/net/loop.c src/net/sock.c src/stats/scoreboard.c
+PARSERS := src/http/http_parser.c src/http/http_response.c src/uwsgi/uwsgi_proto.c \
+           src/uwsgi/uwsgi_request.c
+NET     := src/net/loop.c src/net/sock.c src/net/out.c src/stats/scoreboard.c
 PYSRC   := src/python/py.c src/python/wsgi.c src/python/py_input.c
-WORKER  := src/worker/conn.c src/worker/pool.c src/worker/worker.c
+WORKER  := src/worker/conn.c src/worker/conn_state.c src/worker/balance.c src/worker/pool.c \
+           src/worker/worker.c
 MASTER  := src/master/master.c src/master/signals.c
 SRCS    := $(UTIL) $(CONFIG) $(PARSERS) $(NET) $(PYSRC) $(WORKER) $(MASTER) src/main.c
 obj      = $(patsubst src/%.c,$(O)/obj/%.o,$(1))

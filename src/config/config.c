@@ -122,6 +122,9 @@ static const struct opt opts[] = {
     {.name = "enable-threads", .type = OPT_BOOL, .off = F(enable_threads), .def = "false",
      .group = "Processes",
      .help = "accepted for uWSGI compatibility; no effect (threads always work)"},
+    {.name = "thread-queue", .type = OPT_INT, .off = F(thread_queue), .def = "0", .min = 0,
+     .max = 1024, .group = "Processes", .arg = "N",
+     .help = "requests a worker with every thread busy still takes, when all workers are busy"},
 
     {.name = "buffer-size", .aliases = {"b"}, .type = OPT_INT, .off = F(buffer_size),
      .def = "16384", .min = 1024, .max = 1048576, .flags = OPT_F_SIZE,
@@ -143,6 +146,10 @@ static const struct opt opts[] = {
      .off = F(keepalive_timeout), .def = "15", .min = 1, .max = 86400,
      .group = "Requests", .arg = "SECONDS",
      .help = "idle time allowed between requests on a connection"},
+    {.name = "response-buffer", .type = OPT_INT, .off = F(response_buffer),
+     .def = "262144", .min = 4096, .max = 1 << 30, .flags = OPT_F_SIZE,
+     .group = "Requests", .arg = "BYTES",
+     .help = "response bytes buffered per connection; a thread waits on a slower client beyond"},
 
     {.name = "graceful-timeout", .type = OPT_INT, .off = F(graceful_timeout),
      .def = "30", .min = 0, .max = 86400,

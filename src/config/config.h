@@ -58,6 +58,8 @@ struct config {
                             pinning; -1 (default): 1 for pooled workers, else 0 */
     bool enable_threads; /* --enable-threads: accepted for uWSGI compatibility; no effect
                             (Python 3.7+ always has the GIL and thread support set up) */
+    int thread_queue;    /* --thread-queue: requests a worker whose threads are all busy still
+                            takes when every other worker is busy too (0) */
 
     /* HTTP and request limits */
     int buffer_size;          /* --buffer-size: max request head bytes (16384) */
@@ -66,6 +68,8 @@ struct config {
                                  temporary file instead of memory (1 MiB) */
     int http_timeout;         /* --http-timeout: seconds to receive a request head or body (60) */
     int keepalive_timeout;    /* --http-keepalive-timeout: idle seconds between requests (15) */
+    int response_buffer;      /* --response-buffer: response bytes a connection holds before
+                                 the app is asked for more (256 KiB) */
 
     /* master */
     int graceful_timeout; /* --graceful-timeout: seconds in-flight requests get on stop (30) */

@@ -152,7 +152,7 @@ enum {
 struct scan {
     const char *p;                 /* next byte to read */
     const char *end;               /* buf + min(len, max_head): bytes beyond are never read */
-    struct http_request *r;        /* the result being filled */
+    struct request *r;             /* the result being filled */
     const struct http_limits *lim; /* the caller's limits */
     bool in_fields;                /* the request line is complete */
     unsigned hosts;                /* Host field lines seen */
@@ -191,7 +191,7 @@ static int parse_method(struct scan *s)
  * target is split into path and query at its first '?'. */
 static int parse_target(struct scan *s)
 {
-    struct http_request *r = s->r;
+    struct request *r = s->r;
     const char *start = s->p;
     const char *p = skip_class(start, s->end, C_TARGET);
     if (p == s->end) return NEED_MORE;
@@ -266,23 +266,29 @@ static int parse_field_line(struct scan *s, struct http_header *h)
     return OK;
 }
 
+int64_t http_parse_content_length(const char *p, size_t n)
+{
+    uint64_t v = 0;
+    if (n == 0) return -1;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned)(unsigned char)p[i] - '0';
+        if (d > 9 || v > ((uint64_t)INT64_MAX - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    return (int64_t)v;
+}
+
 /* Content-Length = 1*DIGIT (RFC 9110 §8.6). A list ("5, 5"), a sign, inner spaces, a second
  * field (even an equal one) or Content-Length with Transfer-Encoding are all 400: each is a
  * request-smuggling vector (RFC 9112 §6.3 items 3 and 5). */
 static int on_content_length(struct scan *s, const struct http_header *h)
 {
-    struct http_request *r = s->r;
+    struct request *r = s->r;
     if (r->content_length >= 0 || s->te_seen) return 400;
-    if (h->value_len == 0) return 400;
-    uint64_t v = 0;
-    for (size_t i = 0; i < h->value_len; i++) {
-        unsigned d = (unsigned)(unsigned char)h->value[i] - '0';
-        if (d > 9) return 400;
-        if (v > ((uint64_t)INT64_MAX - d) / 10) return 400;
-        v = v * 10 + d;
-    }
-    if (s->lim->max_body && v > s->lim->max_body) return 413;
-    r->content_length = (int64_t)v;
+    int64_t v = http_parse_content_length(h->value, h->value_len);
+    if (v < 0) return 400;
+    if (s->lim->max_body && (uint64_t)v > s->lim->max_body) return 413;
+    r->content_length = v;
     return OK;
 }
 
@@ -365,7 +371,7 @@ static int apply_field(struct scan *s, const struct http_header *h)
 /* Field lines up to and including the empty line that ends the head. */
 static int parse_fields(struct scan *s, struct http_header *headers)
 {
-    struct http_request *r = s->r;
+    struct request *r = s->r;
     for (;;) {
         if (s->p == s->end) return NEED_MORE;
         if (*s->p == '\r') {
@@ -386,7 +392,7 @@ static int parse_fields(struct scan *s, struct http_header *headers)
 /* Checks that need the whole head, and the connection's persistence (RFC 9112 §9.3). */
 static int finish_head(struct scan *s)
 {
-    struct http_request *r = s->r;
+    struct request *r = s->r;
     if (r->minor_version == 1 && s->hosts == 0) return 400; /* RFC 9112 §3.2 */
     if (r->minor_version == 1)
         r->keep_alive = !s->conn_close;
@@ -395,7 +401,7 @@ static int finish_head(struct scan *s)
     return OK;
 }
 
-static void request_reset(struct http_request *r, struct http_header *headers)
+static void request_reset(struct request *r, struct http_header *headers)
 {
     r->method_len = 0;
     r->target_len = 0;
@@ -408,10 +414,12 @@ static void request_reset(struct http_request *r, struct http_header *headers)
     r->chunked = false;
     r->keep_alive = false;
     r->expect_continue = false;
+    r->vars = NULL;
+    r->num_vars = 0;
 }
 
-int http_parse_request(const char *buf, size_t len, struct http_request *r,
-                       struct http_header *headers, const struct http_limits *lim, int *status)
+int http_parse_request(const char *buf, size_t len, struct request *r, struct http_header *headers,
+                       const struct http_limits *lim, int *status)
 {
     size_t window = len < lim->max_head ? len : lim->max_head;
     if (window > INT_MAX) window = INT_MAX;

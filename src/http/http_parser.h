@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "http/request.h"
 #include "util/parse.h"
 
 /* One header field: views into the caller's buffer. The value has no leading/trailing OWS. */
@@ -30,28 +31,6 @@ struct http_limits {
     size_t max_head;    /* a head longer than this is an error (--buffer-size); must be > 0 */
     size_t max_headers; /* more header fields than this: 431 */
     uint64_t max_body;  /* Content-Length above this: 413; 0 = no limit (--limit-post) */
-};
-
-/* A parsed request head. Views point into the buffer given to http_parse_request(). */
-struct http_request {
-    const char *method; /* e.g. "GET" (a token) */
-    size_t method_len;
-    const char *target; /* request-target as sent, e.g. "/a%20b?x=1" */
-    size_t target_len;
-    const char *path; /* target up to the first '?' (still percent-encoded) */
-    size_t path_len;
-    const char *query; /* after the first '?', without it; if there is no '?', points
-                          just past the target with len 0 (never NULL) */
-    size_t query_len;
-    int minor_version;           /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
-    struct http_header *headers; /* the caller's array, num_headers filled */
-    size_t num_headers;
-
-    /* Semantics derived from the headers, so callers never re-scan them: */
-    int64_t content_length; /* -1 when there is no Content-Length */
-    bool chunked;           /* Transfer-Encoding: chunked */
-    bool keep_alive;        /* persistent per version and Connection (RFC 9112 §9.3) */
-    bool expect_continue;   /* Expect: 100-continue */
 };
 
 /*
@@ -73,8 +52,15 @@ struct http_request {
  * same error as the whole input. On PARSE_INCOMPLETE or PARSE_ERROR, *r is unspecified.
  * 'headers' has room for lim->max_headers entries; r->headers points to it on success.
  */
-int http_parse_request(const char *buf, size_t len, struct http_request *r,
-                       struct http_header *headers, const struct http_limits *lim, int *status);
+int http_parse_request(const char *buf, size_t len, struct request *r, struct http_header *headers,
+                       const struct http_limits *lim, int *status);
+
+/*
+ * Content-Length = 1*DIGIT (RFC 9110 §8.6): the value of p[0, n), or -1 when it is empty, has
+ * anything but digits (a sign, spaces, a list) or does not fit in an int64_t. The one
+ * Content-Length parser, for HTTP heads and uwsgi vars alike.
+ */
+int64_t http_parse_content_length(const char *p, size_t n);
 
 /* Chunked transfer-coding decoder state (RFC 9112 §7.1). Zero it, or call _init, per body. */
 struct http_chunked {

@@ -18,23 +18,29 @@
 #include "python/wsgi.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "http/http_parser.h"
 #include "http/http_response.h"
+#include "net/sock.h"
 #include "python/py.h"
 #include "python/py_input.h"
 #include "util/log.h"
+#include "util/spool.h"
 #include "util/xalloc.h"
+#include "uwsgi/uwsgi_proto.h"
 
 enum {
-    WSGI_BIG_BLOCK = 16384,    /* blocks at least this big are sent without copying */
-    WSGI_OUT_HIGH = 65536,     /* a list response yields to the loop above this much */
-    WSGI_WRITE_HIGH = 1 << 20, /* write() blocks until the client took this much */
+    WSGI_BIG_BLOCK = 16384, /* blocks at least this big are sent by reference, not copied */
 };
+
+/* --response-buffer: a list response yields, and write() drains, above this many bytes. */
+static uint64_t out_high;
 
 /* Interned environ keys and constant values, created once (wsgi_init). */
 static PyObject *k_method, *k_script_name, *k_path_info, *k_query, *k_content_type,
@@ -167,10 +173,6 @@ bad_length:
 
 static int check_headers(struct wsgi_call *c, PyObject *headers)
 {
-    if (!PyList_Check(headers)) {
-        PyErr_Format(PyExc_TypeError, "headers must be a list, not %s", Py_TYPE(headers)->tp_name);
-        return -1;
-    }
     c->declared_length = -1;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++)
         if (check_header(c, PyList_GET_ITEM(headers, i)) < 0) return -1;
@@ -231,11 +233,21 @@ static PyObject *sr_call(struct start_response *self, PyObject *args, PyObject *
                         "start_response called a second time without exc_info");
         return NULL;
     }
-    if (check_status(status) < 0 || check_headers(c, headers) < 0) return NULL;
+    if (check_status(status) < 0) return NULL;
+    if (!PyList_Check(headers)) {
+        PyErr_Format(PyExc_TypeError, "headers must be a list, not %s", Py_TYPE(headers)->tp_name);
+        return NULL;
+    }
+    /* Our own copy, checked: the app may change its list later, never what we send. */
+    PyObject *copy = PyList_GetSlice(headers, 0, PY_SSIZE_T_MAX);
+    if (!copy) return NULL;
+    if (check_headers(c, copy) < 0) {
+        Py_DECREF(copy);
+        return NULL;
+    }
     Py_INCREF(status);
     Py_XSETREF(c->status_line, status);
-    Py_INCREF(headers);
-    Py_XSETREF(c->headers, headers);
+    Py_XSETREF(c->headers, copy);
     c->sr_called = true;
     return writer_get(c);
 }
@@ -285,68 +297,68 @@ static PyTypeObject sr_type = {
 
 /* --- writing the response --------------------------------------------------------------- */
 
-static void append_str(struct buf *b, PyObject *s)
+static void append_str(struct out *o, PyObject *s)
 {
     Py_ssize_t len;
     const char *p = latin1(s, &len);
-    buf_append(b, p, (size_t)len);
+    out_append(o, p, (size_t)len);
 }
 
-static void append_uint(struct buf *b, uint64_t v, const char *suffix)
+static void append_uint(struct out *o, uint64_t v, const char *suffix)
 {
     char tmp[48];
     int n = snprintf(tmp, sizeof(tmp), "%llu%s", (unsigned long long)v, suffix);
-    buf_append(b, tmp, (size_t)n);
+    out_append(o, tmp, (size_t)n);
 }
 
 /* Status line, the app's headers, then Date, framing and Connection. */
 static void emit_head(struct wsgi_call *c)
 {
-    struct buf *o = c->out;
+    struct out *o = c->out;
     PyObject *h = c->headers;
     Py_ssize_t slen;
     const char *s = latin1(c->status_line, &slen);
 
     c->status = (s[0] - '0') * 100 + (s[1] - '0') * 10 + (s[2] - '0');
     c->no_body = c->no_body || c->status < 200 || c->status == 204 || c->status == 304;
-    buf_append(o, "HTTP/1.1 ", 9);
-    buf_append(o, s, (size_t)slen);
-    buf_append(o, "\r\n", 2);
+    out_append(o, "HTTP/1.1 ", 9);
+    out_append(o, s, (size_t)slen);
+    out_append(o, "\r\n", 2);
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(h); i++) {
         PyObject *item = PyList_GET_ITEM(h, i);
         append_str(o, PyTuple_GET_ITEM(item, 0));
-        buf_append(o, ": ", 2);
+        out_append(o, ": ", 2);
         append_str(o, PyTuple_GET_ITEM(item, 1));
-        buf_append(o, "\r\n", 2);
+        out_append(o, "\r\n", 2);
     }
-    buf_append(o, http_date_header(), HTTP_DATE_HEADER_LEN);
+    out_append(o, http_date_header(), HTTP_DATE_HEADER_LEN);
     if (c->declared_length < 0 && !(c->no_body && c->status != 200)) {
         if (c->known_total >= 0) {
-            buf_append(o, "Content-Length: ", 16);
+            out_append(o, "Content-Length: ", 16);
             append_uint(o, (uint64_t)c->known_total, "\r\n");
         } else if (c->no_body) {
             /* HEAD of a streamed body: no framing to announce */
-        } else if (c->req.minor_version >= 1 && !c->is_uwsgi) {
-            buf_append(o, "Transfer-Encoding: chunked\r\n", 28);
+        } else if (c->req->minor_version >= 1 && !c->req->vars) {
+            out_append(o, "Transfer-Encoding: chunked\r\n", 28);
             c->chunked = true;
         } else {
             c->keep_alive = false; /* RFC 9112 §6.3: the body ends when the connection does */
         }
     }
     if (!c->keep_alive)
-        buf_append(o, "Connection: close\r\n\r\n", 21);
-    else if (c->req.minor_version == 0)
-        buf_append(o, "Connection: keep-alive\r\n\r\n", 26);
+        out_append(o, "Connection: close\r\n\r\n", 21);
+    else if (c->req->minor_version == 0)
+        out_append(o, "Connection: keep-alive\r\n\r\n", 26);
     else
-        buf_append(o, "\r\n", 2);
+        out_append(o, "\r\n", 2);
     c->headers_sent = true;
 }
 
 /*
- * Appends one block of body bytes, framed. With 'zero_copy', a big block is handed to the
- * caller as c->chunk instead of being copied. Returns true if it was handed over that way.
+ * Appends one block of body bytes, framed. With 'by_ref', a big block goes into 'out' by
+ * reference instead of being copied. Returns true if it did (the caller must yield).
  */
-static bool emit_block(struct wsgi_call *c, PyObject *bytes, bool zero_copy)
+static bool emit_block(struct wsgi_call *c, PyObject *bytes, bool by_ref)
 {
     const char *p = PyBytes_AS_STRING(bytes);
     uint64_t n = (uint64_t)PyBytes_GET_SIZE(bytes);
@@ -359,18 +371,17 @@ static bool emit_block(struct wsgi_call *c, PyObject *bytes, bool zero_copy)
     if (c->chunked) {
         char tmp[24];
         int k = snprintf(tmp, sizeof(tmp), "%llx\r\n", (unsigned long long)n);
-        buf_append(c->out, tmp, (size_t)k);
+        out_append(c->out, tmp, (size_t)k);
     }
-    if (zero_copy && n >= WSGI_BIG_BLOCK) {
+    if (by_ref && n >= WSGI_BIG_BLOCK) {
         Py_INCREF(bytes);
-        c->chunk_obj = bytes;
-        c->chunk = p;
-        c->chunk_len = (size_t)n;
+        c->block_obj = bytes;
+        out_append_block(c->out, p, (size_t)n);
         c->crlf_pending = c->chunked;
         return true;
     }
-    buf_append(c->out, p, (size_t)n);
-    if (c->chunked) buf_append(c->out, "\r\n", 2);
+    out_append(c->out, p, (size_t)n);
+    if (c->chunked) out_append(c->out, "\r\n", 2);
     return false;
 }
 
@@ -395,7 +406,7 @@ static PyObject *writer_call(struct writer *self, PyObject *args, PyObject *kwar
     }
     if (PyBytes_GET_SIZE(data) == 0) Py_RETURN_NONE;
     emit_block(c, data, false);
-    if (buf_used(c->out) >= WSGI_WRITE_HIGH && c->drain) {
+    if (out_pending(c->out) > out_high && c->drain) {
         Py_BEGIN_ALLOW_THREADS rc = c->drain(c->drain_arg);
         Py_END_ALLOW_THREADS
     }
@@ -646,13 +657,13 @@ static int add_server(PyObject *env, const struct listener *ls)
     return PyDict_SetItem(env, k_server_port, server_cache[i].port);
 }
 
-static int add_remote(PyObject *env, const struct wsgi_request *r)
+static int add_remote(PyObject *env, const struct request *r)
 {
     if (set_item(env, k_remote_addr, PyUnicode_FromString(r->remote_addr)) < 0) return -1;
     return set_item(env, k_remote_port, PyUnicode_FromString(r->remote_port));
 }
 
-static int add_http_environ(PyObject *env, const struct wsgi_request *r)
+static int add_http_environ(PyObject *env, const struct request *r)
 {
     if (set_item(env, k_method, str_latin1(r->method, r->method_len)) < 0 ||
         PyDict_SetItem(env, k_script_name, v_empty) < 0 ||
@@ -685,7 +696,7 @@ static bool var_value_is(const struct uwsgi_var *v, const char *val)
  * (REMOTE_ADDR is the client's as nginx saw it, not nginx's own address). nginx also passes
  * HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH, which PEP 3333 forbids beside CONTENT_*: dropped.
  */
-static int add_uwsgi_environ(PyObject *env, const struct wsgi_request *r)
+static int add_uwsgi_environ(PyObject *env, const struct request *r)
 {
     PyObject *scheme = v_http;
 
@@ -714,14 +725,14 @@ static int add_uwsgi_environ(PyObject *env, const struct wsgi_request *r)
 
 static PyObject *build_environ(struct wsgi_call *c)
 {
-    const struct wsgi_request *r = &c->req;
+    const struct request *r = c->req;
     PyObject *env = PyDict_New();
     int rc;
 
     if (!env) return NULL;
-    rc = c->is_uwsgi ? add_uwsgi_environ(env, r) : add_http_environ(env, r);
+    rc = r->vars ? add_uwsgi_environ(env, r) : add_http_environ(env, r);
     if (rc < 0) goto out_env;
-    if (r->has_body && !c->is_uwsgi) {
+    if (r->has_body && !r->vars) {
         char tmp[24];
         snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)r->body->size);
         if (set_item(env, k_content_length, PyUnicode_FromString(tmp)) < 0) goto out_env;
@@ -748,8 +759,8 @@ out_env:
 static void log_request_error(struct wsgi_call *c, const char *what)
 {
     char ctx[600];
-    snprintf(ctx, sizeof(ctx), "%.*s %.*s: %s", (int)c->req.method_len, c->req.method,
-             (int)(c->req.target_len > 400 ? 400 : c->req.target_len), c->req.target, what);
+    snprintf(ctx, sizeof(ctx), "%.*s %.*s: %s", (int)c->req->method_len, c->req->method,
+             (int)(c->req->target_len > 400 ? 400 : c->req->target_len), c->req->target, what);
     py_log_exception(ctx);
 }
 
@@ -770,7 +781,7 @@ static void release(struct wsgi_call *c)
     close_result(c);
     Py_CLEAR(c->result);
     Py_CLEAR(c->iter);
-    Py_CLEAR(c->chunk_obj);
+    Py_CLEAR(c->block_obj);
     Py_CLEAR(c->status_line);
     Py_CLEAR(c->headers);
     Py_CLEAR(c->filelike);
@@ -782,8 +793,6 @@ static void release(struct wsgi_call *c)
     sr_release(c->sr, (void **)&sr_cache);
     sr_release(c->writer, (void **)&writer_cache);
     c->sr = c->writer = NULL;
-    c->chunk = NULL;
-    c->chunk_len = 0;
     c->file_fd = -1;
 }
 
@@ -796,10 +805,10 @@ static enum wsgi_result fail(struct wsgi_call *c, const char *what)
     log_request_error(c, what);
     release(c);
     if (sent) return WSGI_ABORT;
-    c->out->len = c->out_mark; /* drop the unsent head */
+    out_rollback(c->out, c->out_mark); /* drop the unsent head */
     c->status = status;
     c->body_bytes = strlen(http_reason(status)) + 1; /* the short text body */
-    http_error_response(c->out, status, !c->keep_alive);
+    http_error_response(out_bytes(c->out), status, !c->keep_alive);
     return WSGI_DONE;
 }
 
@@ -810,10 +819,10 @@ static enum wsgi_result finish(struct wsgi_call *c)
         if (c->known_total < 0) c->known_total = 0;
         emit_head(c);
     }
-    if (c->chunked) buf_append(c->out, "0\r\n\r\n", 5);
+    if (c->chunked) out_append(c->out, "0\r\n\r\n", 5);
     if (!c->no_body && c->declared_length >= 0 && c->body_bytes < (uint64_t)c->declared_length) {
         log_warn("%.*s %.*s: the app sent %llu of the %lld bytes its Content-Length promised",
-                 (int)c->req.method_len, c->req.method, (int)c->req.target_len, c->req.target,
+                 (int)c->req->method_len, c->req->method, (int)c->req->target_len, c->req->target,
                  (unsigned long long)c->body_bytes, (long long)c->declared_length);
         c->keep_alive = false; /* the framing is broken: the client must see the close */
     }
@@ -842,7 +851,7 @@ static enum wsgi_result produce_seq(struct wsgi_call *c)
         if (!is_bytes_block(c, item)) return fail(c, "bad response");
         if (PyBytes_GET_SIZE(item) == 0) continue;
         if (!c->sr_called) return fail(c, "the app did not call start_response");
-        if (emit_block(c, item, true) || buf_used(c->out) >= WSGI_OUT_HIGH) return WSGI_MORE;
+        if (emit_block(c, item, true) || out_pending(c->out) >= out_high) return WSGI_MORE;
     }
     return finish(c);
 }
@@ -876,14 +885,25 @@ static enum wsgi_result produce_iter(struct wsgi_call *c)
 
 static enum wsgi_result produce_file(struct wsgi_call *c)
 {
+    int fd = -1;
+
     if (c->file_sent) return finish(c);
     if (!c->sr_called) return fail(c, "the app did not call start_response");
     if (c->declared_length >= 0 && (uint64_t)c->declared_length < c->file_len)
         c->file_len = (uint64_t)c->declared_length;
     if (c->declared_length < 0) c->known_total = (int64_t)c->file_len;
+    if (!c->no_body && c->file_len > 0) {
+        /* the connection gets its own descriptor: it sends the file at the client's pace,
+         * while the app's file object is closed with the response */
+        fd = fcntl(c->file_fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return fail(c, "cannot send the file");
+        }
+    }
     emit_head(c);
     c->body_bytes = c->file_len;
-    if (c->no_body) c->file_len = 0;
+    if (fd >= 0) out_append_file(c->out, fd, c->file_off, c->file_len);
     c->file_sent = true;
     return WSGI_MORE;
 }
@@ -907,7 +927,7 @@ static int64_t seq_total(PyObject *seq)
     return total;
 }
 
-void wsgi_call_init(struct wsgi_call *c, struct buf *out)
+void wsgi_call_init(struct wsgi_call *c, struct out *out)
 {
     memset(c, 0, sizeof(*c));
     c->out = out;
@@ -918,14 +938,14 @@ enum wsgi_result wsgi_call(struct wsgi_call *c)
 {
     PyObject *args[2];
 
-    c->out_mark = c->out->len;
+    c->out_mark = out_mark(c->out);
     c->status = 0;
     c->body_bytes = 0;
     c->seq_index = 0;
     c->known_total = -1;
     c->declared_length = -1;
     c->sr_called = c->headers_sent = c->chunked = c->crlf_pending = c->file_sent = false;
-    c->no_body = c->req.method_len == 4 && memcmp(c->req.method, "HEAD", 4) == 0;
+    c->no_body = c->req->method_len == 4 && memcmp(c->req->method, "HEAD", 4) == 0;
     c->file_fd = -1;
 
     c->environ = build_environ(c);
@@ -952,14 +972,11 @@ enum wsgi_result wsgi_call(struct wsgi_call *c)
 
 enum wsgi_result wsgi_resume(struct wsgi_call *c)
 {
-    if (c->chunk_obj) {
-        Py_CLEAR(c->chunk_obj);
-        c->chunk = NULL;
-        c->chunk_len = 0;
-        if (c->crlf_pending) buf_append(c->out, "\r\n", 2);
+    if (c->block_obj) { /* it went out: the connection no longer refers to it */
+        Py_CLEAR(c->block_obj);
+        if (c->crlf_pending) out_append(c->out, "\r\n", 2);
         c->crlf_pending = false;
     }
-    c->file_len = 0;
     return produce(c);
 }
 
@@ -1050,6 +1067,7 @@ int wsgi_init(const struct config *cfg)
     Py_INCREF(v_errors);
     v_multithread = cfg->threads > 1 ? Py_True : Py_False;
     v_multiprocess = cfg->processes > 1 ? Py_True : Py_False;
+    out_high = (uint64_t)cfg->response_buffer;
     return 0;
 
 out_err:

@@ -1,19 +1,22 @@
 /*
  * wsgi.h - calling a PEP 3333 app for one request and producing its response bytes.
  *
- * The worker fills a struct wsgi_call's request part and output buffer, then calls
- * wsgi_call(). The result says what to do next:
+ * The connection points a struct wsgi_call at its request and its output stage, then calls
+ * wsgi_call() on the thread that owns the request. The result says what to do next:
  *   WSGI_DONE  - the whole response is in 'out' (the app's iterable is closed and released);
- *   WSGI_MORE  - send 'out', then c->chunk (a zero-copy block) and the file range
- *                c->file_fd/file_off/file_len if set, then call wsgi_resume() for more;
- *   WSGI_ABORT - the app failed after bytes of the response were sent: cut the connection
+ *   WSGI_MORE  - send what is in 'out', then call wsgi_resume() for more. A block the app
+ *                gave may be in 'out' by reference (out_append_block): it stays valid until
+ *                wsgi_resume() or wsgi_abort();
+ *   WSGI_ABORT - the app failed after part of the response was produced: cut the connection
  *                (the iterable is already closed and released).
  * wsgi_abort() ends a response early (client gone, worker stopping): close() is called.
- * The loop, not the app, drives a long response: between WSGI_MORE and wsgi_resume() nothing
- * of the request holds a Python thread, so a slow reader costs memory, not a thread.
+ * A generator's block comes back as WSGI_MORE at once (PEP 3333: no block is delayed); a list
+ * is produced until 'out' holds --response-buffer bytes. The write() callable appends to 'out'
+ * and calls 'drain' once 'out' holds more than that.
  *
- * All functions: GIL held, by the thread serving the request. The request views must stay
- * valid until the call returns DONE or ABORT (the connection keeps its buffer until then).
+ * Every call of one request - wsgi_call, wsgi_resume, wsgi_abort, and the drain callback - is
+ * made on the same thread (the rule of docs/threads.md), with the GIL held. The request views
+ * must stay valid until the call returns DONE or ABORT.
  */
 #ifndef CORRAL_WSGI_H
 #define CORRAL_WSGI_H
@@ -23,35 +26,10 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "http/http_parser.h"
-#include "net/sock.h"
-#include "util/buf.h"
-#include "util/spool.h"
-#include "uwsgi/uwsgi_proto.h"
+#include "http/request.h"
+#include "net/out.h"
 
 struct _object;
-
-/* The request, as the worker parsed it. HTTP listeners set headers; uwsgi listeners vars. */
-struct wsgi_request {
-    const char *method;
-    size_t method_len;
-    const char *target; /* REQUEST_URI */
-    size_t target_len;
-    const char *path; /* still percent-encoded */
-    size_t path_len;
-    const char *query;
-    size_t query_len;
-    int minor_version; /* SERVER_PROTOCOL HTTP/1.<minor> */
-    const struct http_header *headers;
-    size_t num_headers;
-    const struct uwsgi_var *vars;
-    size_t num_vars;
-    const char *remote_addr;
-    const char *remote_port;
-    const struct listener *ls;
-    const struct spool *body; /* the complete body */
-    bool has_body;            /* the request had Content-Length or chunked framing */
-};
 
 enum wsgi_result {
     WSGI_DONE,
@@ -60,26 +38,19 @@ enum wsgi_result {
 };
 
 /*
- * Blocks until 'out' has been written (write() callable only). Called without the GIL.
- * Returns 0, or -1 if the client is gone.
+ * The write() callable's back-pressure: hands 'out' to the connection and blocks until the
+ * client has taken enough of it. Called without the GIL, on the request's thread. Returns 0,
+ * or -1 if the client is gone.
  */
 typedef int wsgi_drain_cb(void *arg);
 
 struct wsgi_call {
     /* in: set by the worker before wsgi_call() */
-    struct wsgi_request req;
-    struct buf *out; /* response bytes are appended here */
+    const struct request *req;
+    struct out *out; /* the response is appended here */
     bool keep_alive; /* in: the connection may persist; out: it still may */
-    bool is_uwsgi;   /* the request came over the uwsgi protocol */
     wsgi_drain_cb *drain;
     void *drain_arg;
-
-    /* out: what to send after 'out' on WSGI_MORE */
-    const char *chunk; /* a large block, sent without copying */
-    size_t chunk_len;
-    int file_fd; /* -1, or a file to send with sendfile() */
-    uint64_t file_off;
-    uint64_t file_len;
 
     /* out: for the access log */
     int status;          /* the response status code */
@@ -92,25 +63,28 @@ struct wsgi_call {
     struct _object *input;
     struct _object *result;    /* what the app returned (close() is called on it) */
     struct _object *iter;      /* iterator over result, when it is not a list or tuple */
-    struct _object *chunk_obj; /* owner of 'chunk' */
+    struct _object *block_obj; /* owner of a block in 'out' by reference */
     struct _object *status_line;
-    struct _object *headers;
+    struct _object *headers;  /* our copy of the app's header list, validated */
     struct _object *filelike; /* a wsgi.file_wrapper being sent with sendfile */
-    long seq_index;           /* next item when result is a list or tuple */
-    int64_t known_total;      /* body length known before the head is written, or -1 */
-    int64_t declared_length;  /* Content-Length the app set, or -1 */
-    size_t out_mark;          /* where this response starts in 'out' */
+    int file_fd;              /* its descriptor and range */
+    uint64_t file_off;
+    uint64_t file_len;
+    long seq_index;          /* next item when result is a list or tuple */
+    int64_t known_total;     /* body length known before the head is written, or -1 */
+    int64_t declared_length; /* Content-Length the app set, or -1 */
+    size_t out_mark;         /* where this response starts in 'out' */
     bool sr_called;
     bool headers_sent;
     bool chunked;
     bool no_body;
-    bool crlf_pending; /* a chunked block sent zero-copy still needs its CRLF */
+    bool crlf_pending; /* a chunked block sent by reference still needs its CRLF */
     bool file_sent;
 };
 
 /* Creates the interned environ keys, constants and types. GIL: held; after py_load_app(). */
 int wsgi_init(const struct config *cfg);
-void wsgi_call_init(struct wsgi_call *c, struct buf *out);
+void wsgi_call_init(struct wsgi_call *c, struct out *out);
 enum wsgi_result wsgi_call(struct wsgi_call *c);
 enum wsgi_result wsgi_resume(struct wsgi_call *c);
 void wsgi_abort(struct wsgi_call *c);

@@ -64,6 +64,11 @@ int scoreboard_threads(const struct scoreboard *sb)
     return sb->threads;
 }
 
+int scoreboard_workers(const struct scoreboard *sb)
+{
+    return sb->workers;
+}
+
 void scoreboard_begin(struct sb_slot *slot, uint64_t now_ms, const char *method, size_t mlen,
                       const char *target, size_t tlen)
 {

@@ -30,6 +30,11 @@ struct sb_worker {
     _Atomic uint64_t started_ms; /* when the worker process started */
     _Atomic int ready;           /* set once the worker is accepting */
     _Atomic int recycle;         /* the worker asks to be replaced: enum sb_recycle */
+    _Atomic int stopping;        /* draining: it takes no new connections */
+    _Atomic int conns;           /* open connections (for siblings balancing accepts) */
+    _Atomic int busy;            /* requests in the app */
+    _Atomic int fresh;           /* connections accepted that have not sent a request yet */
+    _Atomic uint64_t full_since; /* CLOCK_MONOTONIC ms since every thread is busy; 0: not */
 };
 
 /* Why a worker asks to be recycled. */
@@ -48,6 +53,8 @@ void scoreboard_free(struct scoreboard *sb);
 struct sb_worker *scoreboard_worker(struct scoreboard *sb, int worker);
 struct sb_slot *scoreboard_slot(struct scoreboard *sb, int worker, int thread);
 int scoreboard_threads(const struct scoreboard *sb);
+/* Worker entries on the board (twice --processes: a reload runs two generations). */
+int scoreboard_workers(const struct scoreboard *sb);
 
 /* Records that 'slot' started serving method+target (worker side, on its own slot). */
 void scoreboard_begin(struct sb_slot *slot, uint64_t now_ms, const char *method, size_t mlen,

@@ -1,70 +1,71 @@
 /*
- * conn.c - the connection state machine (see conn.h).
+ * conn.c - the connection state machine (see conn.h and conn_state.h).
  *
  * Read buffer layout: rbuf[0, rlen) holds the bytes read. The current request's head starts
  * at 0 and is head_len long; body bytes after it are moved into the spool as they arrive
  * (or, when the whole body came with the head, used in place). When the request ends, the
  * bytes past it (a pipelined request) move to the front.
  *
- * Responses are appended to 'out' and written with one write(2) or writev(2) when the loop
- * has nothing else to parse, so pipelined responses share a syscall. A connection whose
- * client is not reading stops being read from until 'out' drains (back-pressure).
+ * Every state change goes through conn_enter(), which sets the state, its deadline and the
+ * events it wants from the table in conn_state.c; the loop registration follows once per
+ * event (commit()), so a request served at once costs no epoll_ctl at all. Handlers decide
+ * the next state; no handler calls another state's handler.
  */
 #include "worker/conn.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/sendfile.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
-#include <poll.h>
-#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "http/http_response.h"
+#include "net/out.h"
+#include "python/py.h"
 #include "python/wsgi.h"
 #include "util/buf.h"
 #include "util/log.h"
 #include "util/spool.h"
 #include "util/xalloc.h"
-#include "uwsgi/uwsgi_proto.h"
-
-enum conn_state {
-    CONN_HEAD,     /* waiting for (the rest of) a request head */
-    CONN_BODY,     /* spooling the request body */
-    CONN_APP,      /* on a Python thread (the loop reads ahead, touches nothing else) */
-    CONN_RESPONSE, /* the app's response is being written (wsgi MORE outstanding) */
-    CONN_LINGER,   /* error sent, write side shut: discarding input until EOF */
-};
+#include "uwsgi/uwsgi_request.h"
+#include "worker/balance.h"
 
 enum {
     CONN_READ_ROOM = 16384, /* read-buffer space beyond the head limit, for body bytes */
     CONN_MAX_VARS = 256,
-    CONN_OUT_HIGH = 65536, /* stop parsing pipelined requests above this much unsent */
-    CONN_ACCEPT_BATCH = 8, /* accepts per wake-up: leave some for idle siblings */
-    CONN_LINGER_MS = 2000,
+    CONN_OUT_HIGH = 65536,       /* stop parsing pipelined requests above this much unsent */
+    CONN_FRESH_MS = 1000,        /* a new connection counts as load this long without a request */
+    CONN_SPARE_OUT = 256 * 1024, /* a kept connection's output buffers above this are freed */
 };
 
-/* What a Python thread is asked to do with a connection's request. */
-enum conn_task {
-    TASK_CALL,   /* wsgi_call */
-    TASK_RESUME, /* wsgi_resume: the client took the last part, produce more */
-    TASK_ABORT,  /* wsgi_abort: the client is gone */
-};
+/* What the app's thread is told when it comes back from the hand-off (pool_yield). */
+enum { APP_GO_ON = 0, APP_ABORT = -1 };
+
+/* The steps of a request in the app, all on one thread (wsgi.h). */
+enum app_step { STEP_CALL, STEP_RESUME, STEP_ABORT };
 
 struct conn {
     int fd;
     struct conn_ctx *x;
     const struct listener *ls;
     enum conn_state state;
-    bool want_write;        /* registered for writability (blocked on output) */
-    bool keep_alive;        /* the connection may serve another request */
-    bool close_after_write; /* close once 'out' has drained */
+    unsigned want;     /* the events the state wants (conn_enter) */
+    unsigned interest; /* the events registered in the loop (0: not registered) */
+    uint64_t deadline; /* loop ms when the current wait times out; 0 = none */
+    bool keep_alive;   /* the connection may serve another request */
+    bool closing;      /* close once 'wire' is written (Connection: close, or an error) */
+    bool linger;       /* ... after reading the client's input until EOF (an error) */
+    bool served;       /* it has served a request: idle means keep-alive */
+    bool fresh;        /* accepted, no request yet (counted in x->fresh) */
+    bool peer_gone;    /* APP: EOF or an error seen while the app had the request */
+    bool on_thread;    /* a Python thread owns the request: queued, running or yielded */
+    uint64_t accepted_ms;
 
     char *rbuf; /* read buffer: cap = head limit + CONN_READ_ROOM */
     size_t rcap;
@@ -72,28 +73,19 @@ struct conn {
     size_t head_len; /* the current request's head, once parsed */
     size_t pos;      /* end of what the current request has consumed */
 
-    struct http_request req;     /* views into rbuf */
+    struct request req;          /* views into rbuf */
     struct http_header *headers; /* [CONN_MAX_HEADERS] for HTTP listeners */
     struct uwsgi_var *vars;      /* [CONN_MAX_VARS] for uwsgi listeners */
-    size_t num_vars;
-
     struct spool body;
-    bool has_body;
-    bool chunked;
     uint64_t body_left; /* Content-Length bytes still to come */
     struct http_chunked dec;
 
-    struct buf out; /* response bytes not yet written */
+    struct out wire;  /* being written; owner: the loop */
+    struct out stage; /* being produced; owner: the request's thread while in APP */
     struct wsgi_call call;
-    enum wsgi_result pending;     /* what the app said last, while in CONN_RESPONSE */
-    struct pool_task task;        /* with a pool: this connection's hand-off */
-    enum conn_task task_kind;     /* what the thread should do (owner: loop until submitted) */
-    enum wsgi_result task_result; /* what it got (owner: thread until done) */
-    bool peer_closed;             /* EOF seen while the request was on a thread */
-    bool unwatched;               /* taken out of the loop while the request was on a thread */
-    bool registered;              /* the socket is in the loop (uwsgi: only once it has to wait) */
+    struct pool_task task;  /* with a pool: this request's hand-off */
+    enum wsgi_result final; /* what the app's last step said (set by its thread) */
 
-    uint64_t deadline;        /* loop ms when the current wait times out; 0 = none */
     uint64_t started_us;      /* when the request reached the app, for the access log */
     char addr[64];            /* REMOTE_ADDR */
     char port[8];             /* REMOTE_PORT */
@@ -101,13 +93,49 @@ struct conn {
 };
 
 static void on_event(struct loop *l, int fd, unsigned events, void *arg);
-static void on_readable(struct conn *c);
-static void watch(struct conn *c, unsigned events);
 static void service(struct conn *c);
-static void unwatch(struct conn *c);
-static int flush(struct conn *c);
+static void conn_close(struct conn *c);
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+/* --- the one transition function ---------------------------------------------------------- */
+
+/* Sets the state, its deadline (from now) and the events it wants. The only writer of state. */
+static void conn_enter(struct conn *c, enum conn_state s)
+{
+    struct conn_facts f = {
+        .output = out_pending(&c->wire) > 0,
+        .input = c->rlen > 0,
+        .served = c->served,
+        .read_closed = c->peer_gone || c->rlen == c->rcap,
+    };
+    struct conn_plan p = conn_plan(s, &f, &c->x->timeouts);
+
+    c->state = s;
+    c->want = p.interest;
+    c->deadline = p.timeout_ms ? loop_now(c->x->loop) + p.timeout_ms : 0;
+}
+
+/* Makes the loop registration match what the state wants. Once per event, at its end. */
+static void commit(struct conn *c)
+{
+    struct loop *l = c->x->loop;
+    int err = 0;
+
+    if (c->fd < 0 || c->want == c->interest) return;
+    if (c->want == 0)
+        err = loop_del(l, c->fd);
+    else if (c->interest == 0)
+        err = loop_add(l, c->fd, c->want, on_event, c);
+    else
+        err = loop_mod(l, c->fd, c->want, on_event, c);
+    if (err) {
+        log_error("cannot watch a connection: %s", strerror(-err));
+        conn_close(c);
+        return;
+    }
+    c->interest = c->want;
+}
 
 /* --- life cycle ------------------------------------------------------------------------- */
 
@@ -126,29 +154,33 @@ static struct conn *conn_get(struct conn_ctx *x, const struct listener *ls)
             c->vars = xcalloc(CONN_MAX_VARS, sizeof(*c->vars));
         else
             c->headers = xcalloc(CONN_MAX_HEADERS, sizeof(*c->headers));
-        buf_init(&c->out);
+        out_init(&c->wire);
+        out_init(&c->stage);
         spool_init(&c->body, (uint64_t)x->cfg->post_buffering);
     }
     c->x = x;
     c->ls = ls;
-    c->peer_closed = c->unwatched = c->registered = false;
-    wsgi_call_init(&c->call, &c->out);
-    c->state = CONN_HEAD;
-    c->want_write = c->close_after_write = false;
+    c->interest = c->want = 0;
     c->keep_alive = true;
+    c->closing = c->linger = c->served = c->peer_gone = c->on_thread = false;
+    c->fresh = true;
+    x->fresh++;
+    c->accepted_ms = loop_now(x->loop);
+    wsgi_call_init(&c->call, &c->stage);
     c->rlen = c->head_len = c->pos = 0;
-    c->deadline = 0;
     c->prev = NULL;
     c->next = x->all;
     if (x->all) x->all->prev = c;
     x->all = c;
     x->count++;
+    conn_enter(c, CONN_HEAD);
     return c;
 }
 
 static void conn_free(struct conn *c)
 {
-    buf_destroy(&c->out);
+    out_destroy(&c->wire);
+    out_destroy(&c->stage);
     spool_destroy(&c->body);
     free(c->rbuf);
     free(c->headers);
@@ -156,33 +188,45 @@ static void conn_free(struct conn *c)
     free(c);
 }
 
-/* Unregisters and closes the socket now; the struct is freed after the batch. */
+static void not_fresh(struct conn *c)
+{
+    if (!c->fresh) return;
+    c->fresh = false;
+    c->x->fresh--;
+}
+
+/* Unregisters and closes the socket now; the struct is freed after the batch, or, when a
+ * Python thread has the request, once that thread has called close() and let go of it. */
 static void conn_close(struct conn *c)
 {
     struct conn_ctx *x = c->x;
 
     if (c->fd < 0) return;
-    if (c->registered) loop_del(x->loop, c->fd);
+    if (c->interest) loop_del(x->loop, c->fd);
+    c->interest = c->want = 0;
     close(c->fd);
     c->fd = -1;
+    not_fresh(c);
     if (c->prev)
         c->prev->next = c->next;
     else
         x->all = c->next;
     if (c->next) c->next->prev = c->prev;
     x->count--;
-    if (wsgi_in_progress(&c->call)) {
-        if (x->pool) {
-            /* the iterable's close() needs the GIL: a thread runs it, then the conn is freed */
-            c->task_kind = TASK_ABORT;
-            c->state = CONN_APP;
-            pool_submit(x->pool, &c->task);
-            return;
-        }
-        wsgi_abort(&c->call);
+    if (c->on_thread) {
+        /* the thread calls close() on the response itself; a waiting one is told to */
+        if (c->state == CONN_SEND) pool_resume(x->pool, &c->task, APP_ABORT);
+        return;
     }
+    if (wsgi_in_progress(&c->call)) wsgi_abort(&c->call); /* threads = 1: we hold the GIL */
     c->next = x->closed;
     x->closed = c;
+}
+
+static void recycle_out(struct out *o)
+{
+    out_reset(o);
+    if (out_bytes(o)->cap > CONN_SPARE_OUT) out_destroy(o);
 }
 
 void conn_reap(struct conn_ctx *x)
@@ -191,8 +235,8 @@ void conn_reap(struct conn_ctx *x)
         struct conn *c = x->closed;
         x->closed = c->next;
         spool_reset(&c->body);
-        buf_reset(&c->out);
-        if (c->out.cap > 256 * 1024) buf_destroy(&c->out);
+        recycle_out(&c->wire);
+        recycle_out(&c->stage);
         c->next = x->spare;
         x->spare = c;
     }
@@ -210,31 +254,72 @@ void conn_close_all(struct conn_ctx *x)
     }
 }
 
-/*
- * Load-aware accept: with a pool, a worker takes new connections only while it has a free
- * Python thread or room in a short queue, so an idle sibling gets the work instead.
- */
-static bool has_room(const struct conn_ctx *x)
+/* --- accepting -------------------------------------------------------------------------- */
+
+static uint64_t clock_ms(void)
 {
-    return !x->pool || pool_inflight(x->pool) < x->max_inflight;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/*
- * How many connections to take per wake-up. A single-threaded worker among siblings takes one:
- * it serves requests inline, so a second queued connection would wait behind the first while
- * an idle sibling (woken by EPOLLEXCLUSIVE while this one is busy) could serve it at once.
- */
-static int accept_batch(const struct conn_ctx *x)
+static int busy(const struct conn_ctx *x)
 {
-    return (!x->pool && x->cfg->processes > 1) ? 1 : CONN_ACCEPT_BATCH;
+    return x->pool ? pool_inflight(x->pool) : x->inline_busy;
 }
+
+/* The rule of balance.h over the scoreboard: this worker against its live siblings. */
+static bool may_accept(struct conn_ctx *x)
+{
+    struct balance_load others[64];
+    struct balance_load me = {x->count, busy(x), x->fresh, 0};
+    int n = 0;
+
+    if (x->draining) return false;
+    for (int i = 0; i < scoreboard_workers(x->sb) && n < (int)ARRAY_SIZE(others); i++) {
+        struct sb_worker *w = scoreboard_worker(x->sb, i);
+        if (i == x->sb_index || !atomic_load_explicit(&w->pid, memory_order_relaxed) ||
+            !atomic_load_explicit(&w->ready, memory_order_relaxed) ||
+            atomic_load_explicit(&w->stopping, memory_order_relaxed))
+            continue;
+        others[n++] =
+            (struct balance_load){atomic_load_explicit(&w->conns, memory_order_relaxed),
+                                  atomic_load_explicit(&w->busy, memory_order_relaxed),
+                                  atomic_load_explicit(&w->fresh, memory_order_relaxed),
+                                  atomic_load_explicit(&w->full_since, memory_order_relaxed)};
+    }
+    return balance_may_accept(&me, others, n, x->cfg->threads, x->cfg->thread_queue, clock_ms());
+}
+
+/* What the siblings read of this worker (may_accept). Cheap: relaxed stores to its own entry. */
+static void publish(struct conn_ctx *x)
+{
+    struct sb_worker *w = x->sbw;
+    int b = busy(x);
+    bool full = b >= x->cfg->threads;
+
+    atomic_store_explicit(&w->conns, x->count, memory_order_relaxed);
+    atomic_store_explicit(&w->busy, b, memory_order_relaxed);
+    atomic_store_explicit(&w->fresh, x->fresh, memory_order_relaxed);
+    if (full != (atomic_load_explicit(&w->full_since, memory_order_relaxed) != 0))
+        atomic_store_explicit(&w->full_since, full ? clock_ms() : 0, memory_order_relaxed);
+}
+
+bool conn_balance(struct conn_ctx *x)
+{
+    publish(x);
+    if (!x->draining) conn_listen(x, may_accept(x));
+    return !x->accepting && !x->draining;
+}
+
+static void on_readable(struct conn *c);
 
 static void conn_accept(struct conn_ctx *x, const struct listener *ls)
 {
     char addr[64], port[8];
-    int batch = accept_batch(x);
 
-    for (int i = 0; i < batch && !x->draining && has_room(x); i++) {
+    /* One at a time: after each, this worker's load changes, and so may the answer. */
+    while (may_accept(x)) {
         int fd = sock_accept(ls, addr, sizeof(addr), port, sizeof(port));
         if (fd == -EAGAIN || fd == -ECONNABORTED) return;
         if (fd < 0) {
@@ -245,14 +330,14 @@ static void conn_accept(struct conn_ctx *x, const struct listener *ls)
         c->fd = fd;
         memcpy(c->addr, addr, sizeof(addr));
         memcpy(c->port, port, sizeof(port));
-        c->deadline = loop_now(x->loop) + (uint64_t)x->cfg->http_timeout * 1000;
-        /* nginx sends the packet right behind the connect: read and serve it now; the
-         * socket joins the loop only if it has to wait (a one-shot uwsgi request that is
-         * answered at once costs no epoll_ctl at all) */
-        if (ls->proto == SOCK_PROTO_UWSGI) on_readable(c);
-        if (c->fd >= 0 && !c->registered && !c->unwatched) watch(c, LOOP_READABLE);
+        publish(x);
+        /* the request usually came with the connection (nginx sends it right behind the
+         * connect): read and serve it now. The socket joins the loop only if it has to wait,
+         * so a one-shot request answered at once costs no epoll_ctl at all. */
+        on_readable(c);
+        commit(c);
     }
-    if (!has_room(x)) conn_listen(x, false);
+    conn_listen(x, false);
 }
 
 static void on_accept(struct loop *l, int fd, unsigned events, void *arg)
@@ -281,91 +366,57 @@ int conn_listen(struct conn_ctx *x, bool on)
 
 /* --- output ----------------------------------------------------------------------------- */
 
-/* Puts the socket in the loop for 'events'. */
-static void watch(struct conn *c, unsigned events)
+/*
+ * Writes the wire. Returns 0 when all is written, 1 when the socket is full, -1 when the
+ * connection was closed (write error). Progress restarts the state's inactivity timeout.
+ */
+static int write_wire(struct conn *c)
 {
-    int err = loop_add(c->x->loop, c->fd, events, on_event, c);
-    if (err) {
-        log_error("cannot watch a connection: %s", strerror(-err));
-        conn_close(c);
-        return;
-    }
-    c->registered = true;
-    c->want_write = (events & LOOP_WRITABLE) != 0;
-}
+    uint64_t n = 0;
+    int rc;
 
-static void want(struct conn *c, bool write)
-{
-    if (!c->registered) {
-        if (!c->unwatched) watch(c, write ? LOOP_WRITABLE : LOOP_READABLE);
-        return;
+    if (out_pending(&c->wire) == 0) return 0;
+    rc = out_flush(&c->wire, c->fd, &n);
+    if (rc < 0) {
+        conn_close(c);
+        return -1;
     }
-    if (c->want_write == write) return;
-    c->want_write = write;
-    loop_mod(c->x->loop, c->fd, write ? LOOP_WRITABLE : LOOP_READABLE, on_event, c);
+    if (n) conn_enter(c, c->state);
+    return rc;
 }
 
 /*
- * Writes 'out', then the app's zero-copy block, then its file range.
- * Returns 0 when everything is written, 1 when the socket is full, -1 on a write error.
+ * The app may go on: no block of its own is still on the wire (one that fits the buffer is
+ * copied there first), and the wire holds at most half the buffer. A file range does not
+ * count: the wire owns its own descriptor and sends it at the client's pace.
  */
-static int flush(struct conn *c)
+static bool drained(struct conn *c)
 {
-    struct wsgi_call *w = &c->call;
-
-    while (buf_used(&c->out) > 0 || w->chunk_len > 0) {
-        struct iovec iov[2];
-        int n = 0;
-        if (buf_used(&c->out)) iov[n++] = (struct iovec){buf_start(&c->out), buf_used(&c->out)};
-        if (w->chunk_len) iov[n++] = (struct iovec){(void *)w->chunk, w->chunk_len};
-        ssize_t k = n == 1 ? write(c->fd, iov[0].iov_base, iov[0].iov_len) : writev(c->fd, iov, n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return errno == EAGAIN ? 1 : -1;
-        }
-        size_t from_out = (size_t)k < buf_used(&c->out) ? (size_t)k : buf_used(&c->out);
-        buf_consume(&c->out, from_out);
-        w->chunk += (size_t)k - from_out;
-        w->chunk_len -= (size_t)k - from_out;
-    }
-    while (w->file_len > 0) {
-        off_t off = (off_t)w->file_off;
-        size_t n = w->file_len > (1u << 30) ? (1u << 30) : (size_t)w->file_len;
-        ssize_t k = sendfile(c->fd, w->file_fd, &off, n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return errno == EAGAIN ? 1 : -1;
-        }
-        if (k == 0) return -1; /* the file shrank under us */
-        w->file_off += (uint64_t)k;
-        w->file_len -= (uint64_t)k;
-    }
-    return 0;
+    uint64_t limit = (uint64_t)c->x->cfg->response_buffer;
+    return !out_settle(&c->wire, limit) && out_buffered(&c->wire) <= limit / 2;
 }
 
-/* The write() callable's back-pressure: block (GIL released by the caller) until drained. */
-static int drain_blocking(void *arg)
+/* After a response, or between requests: write, then close or linger if that was the last. */
+static void finish_output(struct conn *c)
 {
-    struct conn *c = arg;
-    int timeout = c->x->cfg->http_timeout * 1000;
-
-    for (;;) {
-        int rc = flush(c);
-        if (rc <= 0) return rc;
-        struct pollfd p = {.fd = c->fd, .events = POLLOUT};
-        if (poll(&p, 1, timeout) <= 0) return -1;
+    if (write_wire(c) != 0 || !c->closing) return;
+    if (c->linger || c->rlen > c->pos) {
+        shutdown(c->fd, SHUT_WR); /* let the client read the answer before we close */
+        conn_enter(c, CONN_LINGER);
+        return;
     }
+    conn_close(c);
 }
 
 /* Sends an error response and closes once the client has had a chance to read it. */
 static void fail_request(struct conn *c, int status, const char *why)
 {
     log_info("%s:%s: %d %s: %s", c->addr, c->port, status, http_reason(status), why);
-    http_error_response(&c->out, status, true);
+    http_error_response(out_bytes(&c->wire), status, true);
     c->keep_alive = false;
-    c->close_after_write = true;
-    c->state = CONN_LINGER;
-    c->deadline = loop_now(c->x->loop) + CONN_LINGER_MS;
+    c->closing = c->linger = true;
+    not_fresh(c);
+    conn_enter(c, CONN_HEAD);
 }
 
 /* --- requests --------------------------------------------------------------------------- */
@@ -379,23 +430,23 @@ static uint64_t clock_us(void)
 
 static void log_access(struct conn *c)
 {
+    const struct request *r = &c->req;
     struct wsgi_call *w = &c->call;
     uint64_t us = clock_us() - c->started_us;
-
     const char *who = c->addr;
     int wlen = (int)strlen(c->addr);
-    for (size_t i = 0; i < c->num_vars && c->vars; i++) /* behind nginx: the client's address */
-        if (c->vars[i].key_len == 11 && memcmp(c->vars[i].key, "REMOTE_ADDR", 11) == 0) {
-            who = c->vars[i].val;
-            wlen = (int)c->vars[i].val_len;
-        }
-    log_info("%.*s %.*s %.*s => %d, %llu bytes in %llu.%03llu ms", wlen, who,
-             (int)w->req.method_len, w->req.method, (int)w->req.target_len, w->req.target,
-             w->status, (unsigned long long)w->body_bytes, (unsigned long long)(us / 1000),
-             (unsigned long long)(us % 1000));
+    const struct uwsgi_var *v = uwsgi_var_find(r->vars, r->num_vars, "REMOTE_ADDR", 11);
+
+    if (v) { /* behind nginx: the client's address */
+        who = v->val;
+        wlen = (int)v->val_len;
+    }
+    log_info("%.*s %.*s %.*s => %d, %llu bytes in %llu.%03llu ms", wlen, who, (int)r->method_len,
+             r->method, (int)r->target_len, r->target, w->status, (unsigned long long)w->body_bytes,
+             (unsigned long long)(us / 1000), (unsigned long long)(us % 1000));
 }
 
-/* The request is over: drop its bytes and get ready for the next one on this connection. */
+/* The request is over: count it, drop its bytes, and wait for the next one (or close). */
 static void request_done(struct conn *c)
 {
     struct conn_ctx *x = c->x;
@@ -406,28 +457,30 @@ static void request_done(struct conn *c)
         scoreboard_ask_recycle(x->sbw, SB_RECYCLE_MAX_REQUESTS);
     if (log_access_enabled()) log_access(c);
     if (!c->call.keep_alive) c->keep_alive = false;
+    if (!c->keep_alive) c->closing = true;
     spool_reset(&c->body);
     if (rest > 0) memmove(c->rbuf, c->rbuf + c->pos, rest);
     c->rlen = rest;
     c->head_len = c->pos = 0;
-    c->state = CONN_HEAD;
-    c->deadline = loop_now(x->loop) + (uint64_t)x->cfg->keepalive_timeout * 1000;
-    if (!c->keep_alive) c->close_after_write = true;
+    c->served = true;
+    c->peer_gone = false;
+    c->on_thread = false;
+    conn_enter(c, CONN_HEAD);
 }
 
 /* Runs one app step on the calling thread (GIL held), recorded in its scoreboard slot. */
-static enum wsgi_result run_app(struct conn *c, enum conn_task kind, struct sb_slot *slot)
+static enum wsgi_result run_app(struct conn *c, enum app_step step, struct sb_slot *slot)
 {
     struct timespec ts;
-    enum wsgi_result r = WSGI_DONE;
+    enum wsgi_result r = WSGI_ABORT;
 
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     atomic_store_explicit(&slot->thread, (uint64_t)pthread_self(), memory_order_relaxed);
     scoreboard_begin(slot, (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000,
                      c->req.method, c->req.method_len, c->req.target, c->req.target_len);
-    if (kind == TASK_CALL)
+    if (step == STEP_CALL)
         r = wsgi_call(&c->call);
-    else if (kind == TASK_RESUME)
+    else if (step == STEP_RESUME)
         r = wsgi_resume(&c->call);
     else
         wsgi_abort(&c->call);
@@ -435,183 +488,158 @@ static enum wsgi_result run_app(struct conn *c, enum conn_task kind, struct sb_s
     return r;
 }
 
-/*
- * Hands the connection's next app step to a Python thread. From here until conn_task_done()
- * the thread owns 'out' and the request: what is pending goes out first, and the loop stops
- * listening for writability (it may not flush while the thread appends).
- */
-static void run_elsewhere(struct conn *c, enum conn_task kind)
+static struct sb_slot *loop_slot(struct conn *c)
 {
-    if (kind != TASK_ABORT && (buf_used(&c->out) || c->call.chunk_len))
-        (void)flush(c); /* what it cannot write now goes after the thread's part */
-    if (c->want_write && c->registered) unwatch(c);
-    c->task_kind = kind;
-    c->state = CONN_APP;
-    pool_submit(c->x->pool, &c->task);
+    return scoreboard_slot(c->x->sb, c->x->sb_index, 0);
 }
 
-/* Follows the app's answer until it is done or waits for the client. */
-static void respond(struct conn *c, enum wsgi_result r)
+/*
+ * After an app step, on the loop thread: moves what the app produced onto the wire and
+ * decides what comes next. With threads = 1 the loop runs the next step itself, for as long as
+ * the client keeps up; with a pool it lets the waiting thread go on (or leaves it waiting).
+ */
+static void step_done(struct conn *c, enum wsgi_result r)
 {
     for (;;) {
-        if (r == WSGI_ABORT) {
+        out_move(&c->wire, &c->stage);
+        if (r != WSGI_MORE) {
             request_done(c);
-            conn_close(c);
+            if (r == WSGI_ABORT) conn_close(c);
             return;
         }
-        if (r == WSGI_DONE) {
-            request_done(c);
+        if (write_wire(c) < 0) return; /* closed: the app is told to stop (conn_close) */
+        if (!drained(c)) {
+            conn_enter(c, CONN_SEND);
             return;
         }
-        int rc = flush(c);
-        if (rc < 0) {
-            conn_close(c); /* aborts the response: the iterable's close() runs */
+        conn_enter(c, CONN_APP);
+        if (c->on_thread) {
+            pool_resume(c->x->pool, &c->task, APP_GO_ON);
             return;
         }
-        if (rc > 0) {
-            c->pending = r;
-            c->state = CONN_RESPONSE;
-            c->deadline = loop_now(c->x->loop) + (uint64_t)c->x->cfg->http_timeout * 1000;
-            want(c, true);
-            return;
-        }
-        if (c->x->pool) {
-            run_elsewhere(c, TASK_RESUME);
-            return;
-        }
-        r = run_app(c, TASK_RESUME, scoreboard_slot(c->x->sb, c->x->sb_index, 0));
+        r = run_app(c, STEP_RESUME, loop_slot(c));
     }
 }
 
-static void set_request(struct conn *c)
+/* write() past the buffer, threads = 1: the loop thread writes this one socket until the
+ * client has taken enough. Every other connection of the worker waits meanwhile. */
+static int drain_inline(void *arg)
 {
-    struct wsgi_request *q = &c->call.req;
-    const struct http_request *r = &c->req;
+    struct conn *c = arg;
 
-    q->method = r->method;
-    q->method_len = r->method_len;
-    q->target = r->target;
-    q->target_len = r->target_len;
-    q->path = r->path;
-    q->path_len = r->path_len;
-    q->query = r->query;
-    q->query_len = r->query_len;
-    q->minor_version = r->minor_version;
-    q->headers = r->headers;
-    q->num_headers = r->num_headers;
-    q->vars = c->vars;
-    q->num_vars = c->num_vars;
-    q->remote_addr = c->addr;
-    q->remote_port = c->port;
-    q->ls = c->ls;
-    q->body = &c->body;
-    q->has_body = c->has_body;
+    out_move(&c->wire, &c->stage);
+    for (;;) {
+        uint64_t n;
+        if (c->fd < 0) return -1;
+        int rc = out_flush(&c->wire, c->fd, &n);
+        if (rc < 0) return -1;
+        if (drained(c)) return 0;
+        struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+        if (poll(&p, 1, (int)c->x->timeouts.request_ms) <= 0) return -1;
+    }
 }
 
-/* Hands a complete request to the app (threads = 1: this thread, right now). */
+/* write() past the buffer, on a pool thread (no GIL): the same hand-off as a yield. */
+static int drain_pooled(void *arg)
+{
+    struct conn *c = arg;
+    return pool_yield(c->x->pool, &c->task) == APP_GO_ON ? 0 : -1;
+}
+
+/* A complete request goes to the app: this thread now (threads = 1), or the pool's next. */
 static void dispatch(struct conn *c)
 {
     struct conn_ctx *x = c->x;
     struct wsgi_call *w = &c->call;
+    struct request *r = &c->req;
 
-    set_request(c);
+    r->ls = c->ls;
+    r->remote_addr = c->addr;
+    r->remote_port = c->port;
+    r->body = &c->body;
+    w->req = r;
     w->keep_alive = c->keep_alive && !x->draining;
-    w->is_uwsgi = c->ls->proto == SOCK_PROTO_UWSGI;
-    w->drain = drain_blocking;
+    w->drain = x->pool ? drain_pooled : drain_inline;
     w->drain_arg = c;
-    c->deadline = 0;
+    not_fresh(c);
     if (log_access_enabled()) c->started_us = clock_us();
-    if (x->pool)
-        run_elsewhere(c, TASK_CALL);
-    else
-        respond(c, run_app(c, TASK_CALL, scoreboard_slot(x->sb, x->sb_index, 0)));
+    conn_enter(c, CONN_APP);
+    if (x->pool) {
+        c->on_thread = true;
+        pool_submit(x->pool, &c->task);
+        return;
+    }
+    x->inline_busy = 1;
+    publish(x);
+    enum wsgi_result res = run_app(c, STEP_CALL, loop_slot(c));
+    step_done(c, res);
+    x->inline_busy = 0;
+    publish(x);
 }
 
+/* The pool thread's whole request: the app call, every later step, and close(). */
 void conn_run_task(struct pool_task *t, int thread, void *arg)
 {
     struct conn *c = container_of(t, struct conn, task);
     struct conn_ctx *x = arg;
-    c->task_result = run_app(c, c->task_kind, scoreboard_slot(x->sb, x->sb_index, thread));
+    struct sb_slot *slot = scoreboard_slot(x->sb, x->sb_index, thread);
+    enum wsgi_result r = run_app(c, STEP_CALL, slot);
+
+    while (r == WSGI_MORE) {
+        py_release_gil();
+        int go = pool_yield(x->pool, t); /* the loop writes; we run nothing else meanwhile */
+        py_acquire_gil();
+        r = run_app(c, go == APP_GO_ON ? STEP_RESUME : STEP_ABORT, slot);
+    }
+    c->final = r;
 }
 
-/* Back from a Python thread: continue where the loop left off. */
-void conn_task_done(struct pool_task *t, void *arg)
+/* On the loop thread: a pool thread yielded output (finished = false) or let go of the
+ * request (finished = true). */
+void conn_task_done(struct pool_task *t, bool finished, void *arg)
 {
     struct conn *c = container_of(t, struct conn, task);
     struct conn_ctx *x = arg;
 
-    if (c->fd < 0) { /* closed while on the thread (TASK_ABORT): free it now */
+    if (c->fd < 0) { /* closed while a thread had the request */
+        if (!finished) {
+            pool_resume(x->pool, t, APP_ABORT);
+            return;
+        }
+        c->on_thread = false;
         c->next = x->closed;
         x->closed = c;
-    } else {
-        c->state = CONN_HEAD; /* respond() and request_done() set what comes next */
-        if (c->peer_closed) {
-            c->keep_alive = false;
-            c->call.keep_alive = false;
-        }
-        if (c->unwatched) {
-            c->unwatched = false;
-            watch(c, c->peer_closed ? LOOP_WRITABLE : LOOP_READABLE);
-        }
-        respond(c, c->task_result);
-        if (c->fd >= 0 && c->state == CONN_HEAD) service(c);
+        return;
     }
-    if (!x->accepting && !x->draining && has_room(x)) conn_listen(x, true);
+    if (c->peer_gone) c->keep_alive = false; /* answer, then close */
+    step_done(c, finished ? c->final : WSGI_MORE);
+    if (c->fd >= 0 && c->state == CONN_HEAD) service(c);
+    commit(c);
 }
 
 /* --- parsing ---------------------------------------------------------------------------- */
 
-static int start_body(struct conn *c)
+static void start_body(struct conn *c)
 {
-    const struct http_request *r = &c->req;
+    const struct request *r = &c->req;
 
-    c->has_body = r->chunked || r->content_length >= 0;
-    c->chunked = r->chunked;
     c->body_left = r->content_length > 0 ? (uint64_t)r->content_length : 0;
-    if (c->chunked) http_chunked_init(&c->dec);
-    if (r->expect_continue && r->minor_version == 1 && (c->chunked || c->body_left > 0) &&
+    c->req.has_body = r->chunked || r->content_length >= 0;
+    if (r->chunked) http_chunked_init(&c->dec);
+    if (r->expect_continue && r->minor_version == 1 && (r->chunked || c->body_left > 0) &&
         c->rlen == c->head_len)
-        buf_append(&c->out, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    c->state = CONN_BODY;
-    c->deadline = loop_now(c->x->loop) + (uint64_t)c->x->cfg->http_timeout * 1000;
-    return 0;
+        out_append(&c->wire, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    conn_enter(c, CONN_BODY);
 }
 
-/* The uwsgi vars that stand in for the HTTP request line. */
-static void uwsgi_request_line(struct conn *c)
-{
-    struct http_request *r = &c->req;
-
-    memset(r, 0, sizeof(*r));
-    r->minor_version = 0;
-    r->content_length = -1;
-    for (size_t i = 0; i < c->num_vars; i++) {
-        const struct uwsgi_var *v = &c->vars[i];
-        if (v->key_len == 14 && memcmp(v->key, "REQUEST_METHOD", 14) == 0) {
-            r->method = v->val;
-            r->method_len = v->val_len;
-        } else if (v->key_len == 11 && memcmp(v->key, "REQUEST_URI", 11) == 0) {
-            r->target = v->val;
-            r->target_len = v->val_len;
-        } else if (v->key_len == 14 && memcmp(v->key, "CONTENT_LENGTH", 14) == 0) {
-            int64_t n = 0;
-            for (size_t k = 0; k < v->val_len && n >= 0; k++)
-                n = (v->val[k] >= '0' && v->val[k] <= '9' && n < (INT64_MAX - 9) / 10)
-                        ? n * 10 + (v->val[k] - '0')
-                        : -2;
-            r->content_length = v->val_len ? n : -1;
-        } else if (v->key_len == 15 && memcmp(v->key, "SERVER_PROTOCOL", 15) == 0) {
-            r->minor_version = (v->val_len == 8 && memcmp(v->val, "HTTP/1.1", 8) == 0);
-        }
-    }
-    if (!r->target) r->target = "";
-}
-
+/* Returns 1 when a head was parsed (now in BODY), 0 for more bytes, -1 when refused. */
 static int parse_uwsgi(struct conn *c)
 {
     enum uwsgi_error err = UWSGI_OK;
+    size_t nvars = 0;
     int n = uwsgi_parse_request(c->rbuf, c->rlen, (size_t)c->x->cfg->buffer_size, c->vars,
-                                CONN_MAX_VARS, &c->num_vars, &err);
+                                CONN_MAX_VARS, &nvars, &err);
+    enum uwsgi_request_error rerr;
 
     if (n == PARSE_INCOMPLETE) return 0;
     if (n == PARSE_ERROR) {
@@ -619,22 +647,20 @@ static int parse_uwsgi(struct conn *c)
         conn_close(c);
         return -1;
     }
-    uwsgi_request_line(c);
-    if (c->req.content_length < -1 || !c->req.method) {
-        log_warn("uwsgi packet from %s refused: %s", c->ls->name,
-                 c->req.method ? "bad CONTENT_LENGTH" : "no REQUEST_METHOD");
+    rerr = uwsgi_request_fill(&c->req, c->vars, nvars);
+    if (rerr != UWSGI_REQ_OK) {
+        log_warn("uwsgi packet from %s refused: %s", c->ls->name, uwsgi_request_strerror(rerr));
         conn_close(c);
         return -1;
     }
+    c->keep_alive = false; /* nginx reads a uwsgi response until the connection closes */
     if (c->x->cfg->limit_post && c->req.content_length > c->x->cfg->limit_post) {
-        http_error_response(&c->out, 413, true);
-        c->close_after_write = true;
-        c->keep_alive = false;
+        fail_request(c, 413, "request body above --limit-post");
         return -1;
     }
-    c->keep_alive = false; /* nginx reads a uwsgi response until the connection closes */
     c->head_len = c->pos = (size_t)n;
-    return start_body(c);
+    start_body(c);
+    return 1;
 }
 
 static int parse_head(struct conn *c)
@@ -651,7 +677,8 @@ static int parse_head(struct conn *c)
     }
     c->keep_alive = c->req.keep_alive;
     c->head_len = c->pos = (size_t)n;
-    return start_body(c);
+    start_body(c);
+    return 1;
 }
 
 /* Keeps the head, drops the body bytes already spooled: makes room to read more. */
@@ -711,7 +738,7 @@ static int read_body(struct conn *c)
     size_t avail = c->rlen - c->pos;
     size_t take;
 
-    if (c->chunked) return body_chunked(c);
+    if (c->req.chunked) return body_chunked(c);
     if (c->body_left == 0) return 1;
     take = avail < c->body_left ? avail : (size_t)c->body_left;
     if (take == c->body_left && c->body.size == 0) {
@@ -727,66 +754,40 @@ static int read_body(struct conn *c)
 }
 
 /*
- * Parses and serves whatever complete requests are buffered. Returns true if it stopped only
- * because enough output is waiting (call again once it is written).
+ * Parses and serves whatever complete requests are buffered, until one goes to a thread, the
+ * output waiting is worth writing first, or more bytes are needed.
  */
-static bool advance(struct conn *c)
+static void advance(struct conn *c)
 {
-    while (c->fd >= 0 && !c->close_after_write) {
+    while (c->fd >= 0 && !c->closing) {
         if (c->state == CONN_HEAD) {
-            if (c->rlen == 0) return false;
-            if (buf_used(&c->out) >= CONN_OUT_HIGH) return true;
-            if (parse_head(c) <= 0 && c->state == CONN_HEAD) return false;
+            if (c->rlen == 0 || out_pending(&c->wire) >= CONN_OUT_HIGH || out_closed(&c->wire))
+                return; /* write what is waiting first */
+            if (parse_head(c) <= 0) return;
         } else if (c->state == CONN_BODY) {
-            if (read_body(c) <= 0) return false;
+            if (read_body(c) <= 0) return;
             dispatch(c);
-            if (c->state == CONN_APP) return false;
         } else {
-            return false;
+            return;
         }
     }
-    return false;
-}
-
-/* --- events ----------------------------------------------------------------------------- */
-
-/* Writes what is pending and decides what to wait for next. Returns flush()'s result. */
-static int after_output(struct conn *c)
-{
-    int rc = flush(c);
-
-    if (rc < 0) {
-        conn_close(c);
-        return rc;
-    }
-    if (rc > 0) {
-        want(c, true);
-        return rc;
-    }
-    if (c->close_after_write) {
-        if (c->state == CONN_LINGER || c->rlen > c->pos) {
-            shutdown(c->fd, SHUT_WR); /* let the client read the answer before we close */
-            c->state = CONN_LINGER;
-            c->deadline = loop_now(c->x->loop) + CONN_LINGER_MS;
-            want(c, false);
-            return rc;
-        }
-        conn_close(c);
-        return -1;
-    }
-    want(c, false);
-    return rc;
 }
 
 /* Serves buffered requests and writes their responses, as long as both make progress. */
 static void service(struct conn *c)
 {
     for (;;) {
-        bool more = advance(c);
-        if (c->fd < 0 || c->state == CONN_RESPONSE || c->state == CONN_APP) return;
-        if (after_output(c) != 0 || !more) return;
+        advance(c);
+        if (c->fd < 0 || c->state == CONN_APP || c->state == CONN_SEND) return;
+        /* advance() waits for the output when it is large: write it, then go on parsing */
+        bool paused = c->state == CONN_HEAD && c->rlen > 0 && !c->closing &&
+                      (out_pending(&c->wire) >= CONN_OUT_HIGH || out_closed(&c->wire));
+        finish_output(c);
+        if (c->fd < 0 || !paused || out_pending(&c->wire) > 0) return;
     }
 }
+
+/* --- events ----------------------------------------------------------------------------- */
 
 /*
  * A Content-Length body that fits in memory is read straight into the spool (one copy less,
@@ -798,7 +799,8 @@ static bool read_body_direct(struct conn *c)
     char *p;
     ssize_t n;
 
-    if (c->state != CONN_BODY || c->chunked || c->body_left == 0 || c->rlen != c->pos) return false;
+    if (c->state != CONN_BODY || c->req.chunked || c->body_left == 0 || c->rlen != c->pos)
+        return false;
     p = spool_reserve(&c->body, (size_t)c->body_left);
     if (!p) return false;
     n = read(c->fd, p, (size_t)c->body_left);
@@ -809,78 +811,83 @@ static bool read_body_direct(struct conn *c)
     }
     spool_commit(&c->body, (size_t)n);
     c->body_left -= (uint64_t)n;
-    c->deadline = loop_now(c->x->loop) + (uint64_t)c->x->cfg->http_timeout * 1000;
+    conn_enter(c, CONN_BODY); /* progress */
     if (c->body_left == 0) service(c);
     return true;
 }
 
-/* While a thread has the request: stop hearing about input we cannot take now. */
-static void unwatch(struct conn *c)
+/* APP on a thread: read ahead (the next pipelined request), or notice the client leaving. */
+static void read_ahead(struct conn *c)
 {
-    if (c->registered) loop_del(c->x->loop, c->fd);
-    c->registered = false;
-    c->unwatched = true;
+    ssize_t n = 0;
+
+    if (c->rlen < c->rcap) {
+        n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen); /* the thread reads [0, pos) */
+        if (n > 0)
+            c->rlen += (size_t)n;
+        else if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            c->peer_gone = true; /* answer this one, then close */
+    }
+    conn_enter(c, CONN_APP); /* stops reading when the buffer is full or the client left */
 }
 
 static void on_readable(struct conn *c)
 {
     ssize_t n;
 
-    if (c->state == CONN_LINGER) {
+    switch (c->state) {
+    case CONN_LINGER: {
         char sink[4096];
         n = read(c->fd, sink, sizeof(sink));
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_close(c);
         return;
     }
-    if (c->rlen == c->rcap) {
-        /* full: only while a thread holds the request (else the parser said why); wait */
-        if (c->state == CONN_APP) unwatch(c);
+    case CONN_APP:
+        read_ahead(c);
         return;
+    case CONN_SEND: /* an error on the socket: the write says which */
+        if (write_wire(c) > 0 && c->fd >= 0) conn_enter(c, CONN_SEND);
+        return;
+    case CONN_HEAD:
+    case CONN_BODY:
+    case CONN_STATES:
+        break;
     }
+    if (c->rlen == c->rcap) return; /* full: the parser has already said why */
     if (read_body_direct(c)) return;
     n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-        if (c->state == CONN_APP) {
-            /* the request is on a thread: answer it, then close (the client may read) */
-            unwatch(c);
-            c->peer_closed = true;
-            return;
-        }
         conn_close(c); /* EOF or reset: nothing to answer */
         return;
     }
-    if (c->state == CONN_APP) { /* read ahead: the thread only looks at rbuf[0, pos) */
-        c->rlen += (size_t)n;
-        return;
-    }
-    if (c->state == CONN_HEAD && c->rlen == 0)
-        c->deadline = loop_now(c->x->loop) + (uint64_t)c->x->cfg->http_timeout * 1000;
-    else if (c->state == CONN_BODY)
-        c->deadline = loop_now(c->x->loop) + (uint64_t)c->x->cfg->http_timeout * 1000;
     c->rlen += (size_t)n;
+    if (c->state == CONN_BODY || c->rlen == (size_t)n)
+        conn_enter(c, c->state); /* a body's progress, or a head's first bytes: the clock starts */
     service(c);
 }
 
 static void on_writable(struct conn *c)
 {
-    int rc = flush(c);
+    int rc = write_wire(c);
 
-    if (rc < 0) {
-        conn_close(c);
+    if (rc < 0) return;
+    if (c->state == CONN_APP) return; /* the thread's earlier output; it goes on meanwhile */
+    if (c->state == CONN_SEND) {
+        if (!drained(c)) return;
+        conn_enter(c, CONN_APP);
+        if (c->on_thread) {
+            pool_resume(c->x->pool, &c->task, APP_GO_ON);
+            return;
+        }
+        c->x->inline_busy = 1;
+        step_done(c, run_app(c, STEP_RESUME, loop_slot(c)));
+        c->x->inline_busy = 0;
+        if (c->fd >= 0 && c->state == CONN_HEAD) service(c);
         return;
     }
     if (rc > 0) return;
-    if (c->state == CONN_RESPONSE) {
-        c->state = CONN_HEAD; /* respond() sets it again if the app has more */
-        if (c->x->pool) {
-            run_elsewhere(c, TASK_RESUME);
-            return;
-        }
-        respond(c, run_app(c, TASK_RESUME, scoreboard_slot(c->x->sb, c->x->sb_index, 0)));
-        if (c->fd < 0 || c->state == CONN_RESPONSE) return;
-    }
-    service(c);
+    service(c); /* HEAD, BODY, LINGER: the rest of a response, an error, a 100 Continue */
 }
 
 static void on_event(struct loop *l, int fd, unsigned events, void *arg)
@@ -889,29 +896,25 @@ static void on_event(struct loop *l, int fd, unsigned events, void *arg)
     (void)l;
     (void)fd;
 
-    if (c->state == CONN_APP) {
-        /* a thread owns the response: only read ahead (or notice the client leaving) */
-        if (events & LOOP_READABLE) on_readable(c);
-        return;
-    }
     if (events & LOOP_WRITABLE)
         on_writable(c);
     else if (events & LOOP_READABLE)
         on_readable(c);
+    commit(c);
 }
 
 /* --- timers ----------------------------------------------------------------------------- */
 
 static void expire(struct conn *c)
 {
-    if (c->state == CONN_HEAD && c->rlen > 0) {
+    if (c->state == CONN_HEAD && c->rlen > 0 && out_pending(&c->wire) == 0 && !c->closing) {
         fail_request(c, 408, "request head not received in time");
-        (void)after_output(c);
+        finish_output(c);
     } else if (c->state == CONN_BODY) {
         fail_request(c, 408, "request body not received in time");
-        (void)after_output(c);
+        finish_output(c);
     } else {
-        conn_close(c); /* idle keep-alive, stalled reader, or lingering close done */
+        conn_close(c); /* idle keep-alive, a client not reading, or lingering done */
     }
 }
 
@@ -930,11 +933,12 @@ void conn_sweep(struct conn_ctx *x)
     http_date_update(time(NULL));
     for (struct conn *c = x->all; c; c = next) {
         next = c->next;
-        bool idle = c->state == CONN_HEAD && c->rlen == 0 && buf_used(&c->out) == 0;
-        if (c->state == CONN_APP) continue; /* a thread has it; harakiri is the master's */
+        bool idle = c->state == CONN_HEAD && c->rlen == 0 && out_pending(&c->wire) == 0;
+        if (c->fresh && now - c->accepted_ms >= CONN_FRESH_MS) not_fresh(c);
         if (x->draining && idle && !unread(c))
             conn_close(c);
         else if (c->deadline && now >= c->deadline)
             expire(c);
+        if (c->fd >= 0) commit(c);
     }
 }

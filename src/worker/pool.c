@@ -1,9 +1,11 @@
 /*
  * pool.c - Python threads and their hand-off queues (see pool.h).
  *
- * Two singly linked queues under one mutex: 'todo' (loop -> threads, FIFO) and 'done'
- * (threads -> loop). The loop is woken through loop_wake() only when 'done' goes from empty
- * to non-empty, and a thread is signalled only when one is idle, so a busy pool costs no
+ * Two singly linked queues under one mutex: 'todo' (loop -> threads, FIFO: new requests only)
+ * and 'done' (threads -> loop: yields and finished tasks). A yielded task's thread waits on its
+ * own condition variable, so the loop's pool_resume() wakes exactly the thread that owns the
+ * request. The loop is woken through loop_wake() only when 'done' goes from empty to
+ * non-empty, and an idle thread is signalled only when needed, so a busy pool costs no
  * syscalls per request beyond the GIL itself.
  */
 #include "worker/pool.h"
@@ -49,7 +51,10 @@ static uint64_t now_ms(void)
 struct pool_thread {
     struct pool *p;
     int index;
+    pthread_cond_t resumed; /* signalled by pool_resume() for the task this thread yielded */
 };
+
+enum { POOL_NOT_RESUMED = -1000 };
 
 /* Takes the oldest task; taking one is progress. Called with mu held. */
 static struct pool_task *pop_todo(struct pool *p)
@@ -92,21 +97,60 @@ static struct pool_task *wait_task(struct pool *p)
     return t;
 }
 
-static void finish(struct pool *p, struct pool_task *t)
+/* Queues t for the loop. Called with mu held; returns true if the loop must be woken. */
+static bool push_done(struct pool *p, struct pool_task *t)
 {
-    bool was_empty;
+    bool was_empty = !p->done_head;
 
     t->next = NULL;
-    pthread_mutex_lock(&p->mu);
-    was_empty = !p->done_head;
     if (p->done_tail)
         p->done_tail->next = t;
     else
         p->done_head = t;
     p->done_tail = t;
     atomic_store_explicit(&p->has_done, true, memory_order_release);
+    return was_empty;
+}
+
+static void finish(struct pool *p, struct pool_task *t)
+{
+    bool wake;
+
+    pthread_mutex_lock(&p->mu);
+    t->finished = true;
+    wake = push_done(p, t);
     pthread_mutex_unlock(&p->mu);
-    if (was_empty) loop_wake(p->loop);
+    if (wake) loop_wake(p->loop);
+}
+
+int pool_yield(struct pool *p, struct pool_task *t)
+{
+    bool wake;
+    int v;
+
+    pthread_mutex_lock(&p->mu);
+    t->resume = POOL_NOT_RESUMED;
+    wake = push_done(p, t);
+    /* this thread stops running Python: queued work may need another one */
+    p->running--;
+    if (p->running == 0 && p->todo_head && p->waiting > 0) wake_one(p);
+    pthread_mutex_unlock(&p->mu);
+    if (wake) loop_wake(p->loop);
+    pthread_mutex_lock(&p->mu);
+    while (t->resume == POOL_NOT_RESUMED)
+        pthread_cond_wait(&t->thread->resumed, &p->mu);
+    v = t->resume;
+    p->running++;
+    pthread_mutex_unlock(&p->mu);
+    return v;
+}
+
+void pool_resume(struct pool *p, struct pool_task *t, int value)
+{
+    pthread_mutex_lock(&p->mu);
+    t->resume = value;
+    pthread_cond_signal(&t->thread->resumed);
+    pthread_mutex_unlock(&p->mu);
 }
 
 static void *thread_main(void *arg)
@@ -120,6 +164,8 @@ static void *thread_main(void *arg)
         struct pool_task *t = pop_todo(p);
         pthread_mutex_unlock(&p->mu);
         if (!t) t = wait_task(p);
+        t->thread = pt;
+        t->finished = false;
         p->run(t, pt->index, p->arg);
         finish(p, t);
     }
@@ -143,7 +189,9 @@ struct pool *pool_new(int threads, struct loop *l, pool_run_cb *run, pool_done_c
     for (int i = 0; i < threads; i++) {
         struct pool_thread *pt = xmalloc(sizeof(*pt));
         pthread_t tid;
-        *pt = (struct pool_thread){p, i};
+        pt->p = p;
+        pt->index = i;
+        pthread_cond_init(&pt->resumed, NULL);
         int err = pthread_create(&tid, &attr, thread_main, pt);
         if (err) {
             log_error("cannot start Python thread %d: %s", i + 1, strerror(err));
@@ -202,8 +250,9 @@ int pool_collect(struct pool *p)
     pthread_mutex_unlock(&p->mu);
     while (t) {
         struct pool_task *next = t->next;
-        p->inflight--;
-        p->done(t, p->arg);
+        bool finished = t->finished; /* read before done(), which may submit it again */
+        if (finished) p->inflight--;
+        p->done(t, finished, p->arg);
         t = next;
     }
     return unstall(p);

@@ -42,6 +42,7 @@ static void start_draining(struct conn_ctx *x)
 {
     if (x->draining) return;
     x->draining = true;
+    atomic_store(&x->sbw->stopping, 1);
     conn_listen(x, false);
     log_info("stopping gracefully: %d connection(s) to finish", x->count);
 }
@@ -56,6 +57,7 @@ static void after_batch(struct loop *l, void *arg)
         if (again >= 0) loop_wait_at_most(l, again);
     }
     conn_reap(x);
+    if (conn_balance(x)) loop_wait_at_most(l, CONN_BALANCE_POLL_MS);
     if (stop_now || (stop_graceful && !x->draining) || (x->draining && x->count == 0)) loop_stop(l);
 }
 
@@ -182,6 +184,9 @@ _Noreturn void worker_main(const struct worker_args *a)
     x.limits = (struct http_limits){.max_head = (size_t)cfg->buffer_size,
                                     .max_headers = CONN_MAX_HEADERS,
                                     .max_body = (uint64_t)cfg->limit_post};
+    x.timeouts = (struct conn_timeouts){.request_ms = (uint32_t)cfg->http_timeout * 1000,
+                                        .keepalive_ms = (uint32_t)cfg->keepalive_timeout * 1000,
+                                        .linger_ms = CONN_LINGER_MS};
     x.sbw = scoreboard_worker(a->sb, a->id);
     x.sb = a->sb;
     x.sb_index = a->id;
@@ -203,7 +208,6 @@ _Noreturn void worker_main(const struct worker_args *a)
             log_warn("SCHED_BATCH: %s (hand-offs will cost more)", strerror(errno));
         /* The loop never runs Python from here on: the threads take the GIL. */
         py_release_gil();
-        x.max_inflight = 2 * cfg->threads;
         x.pool = pool_new(cfg->threads, x.loop, conn_run_task, conn_task_done, &x);
         if (!x.pool) exit(WORKER_EXIT_ERROR);
     }

@@ -120,7 +120,7 @@ static void run_ours(const char *in, size_t len, struct reading *v)
 {
     const struct http_limits lim = {.max_head = MAX_INPUT, .max_headers = MAX_FIELDS};
     struct http_header h[MAX_FIELDS];
-    struct http_request r;
+    struct request r;
     int status = 0;
     reading_reset(v);
     int rc = http_parse_request(in, len, &r, h, &lim, &status);
@@ -339,7 +339,7 @@ static size_t head_error_at(const char *in, size_t len, int *status)
 {
     const struct http_limits lim = {.max_head = MAX_INPUT, .max_headers = MAX_FIELDS};
     struct http_header h[MAX_FIELDS];
-    struct http_request r;
+    struct request r;
     size_t lo = 0;   /* prefixes of length <= lo do not fail */
     size_t hi = len; /* the prefix of length hi fails */
     while (hi - lo > 1) {
@@ -903,7 +903,7 @@ static double bench_ours(const char *req, size_t len, long iters)
 {
     const struct http_limits lim = {.max_head = 8192, .max_headers = MAX_FIELDS};
     struct http_header h[MAX_FIELDS];
-    struct http_request r;
+    struct request r;
     int status;
     double t0 = now_ns();
     for (long i = 0; i < iters; i++) {

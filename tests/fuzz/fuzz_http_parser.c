@@ -38,7 +38,7 @@ static uint64_t hash(const uint8_t *p, size_t n)
 }
 
 /* Parses p[0, n) from an exactly-sized heap copy. */
-static int parse_copy(const uint8_t *p, size_t n, struct http_request *r, struct http_header *h,
+static int parse_copy(const uint8_t *p, size_t n, struct request *r, struct http_header *h,
                       const struct http_limits *lim, int *status)
 {
     char *buf = malloc(n ? n : 1);
@@ -59,7 +59,7 @@ static bool has_edge_ows(const char *v, size_t n)
 }
 
 /* What every successful parse must satisfy. */
-static void check_request(const char *buf, int rc, const struct http_request *r,
+static void check_request(const char *buf, int rc, const struct request *r,
                           const struct http_limits *lim)
 {
     check((size_t)rc <= lim->max_head);
@@ -89,7 +89,7 @@ static bool is_known_status(int s)
 static int fuzz_head(const uint8_t *data, size_t size, const struct http_limits *lim, size_t k)
 {
     struct http_header h[MAX_HEADERS];
-    struct http_request r;
+    struct request r;
     int status;
     char *buf = malloc(size ? size : 1);
     check(buf != NULL);

@@ -320,7 +320,7 @@ static void sb_str(struct sb *b, const char *s)
     sb_add(b, s, strlen(s));
 }
 
-static void check_line(const struct http_request *r, const char *want)
+static void check_line(const struct request *r, const char *want)
 {
     struct sb b = {.n = 0};
     char minor[8];
@@ -336,7 +336,7 @@ static void check_line(const struct http_request *r, const char *want)
     assert_string_equal(b.s, want);
 }
 
-static void check_sem(const struct http_request *r, const char *want)
+static void check_sem(const struct request *r, const char *want)
 {
     char got[128];
     snprintf(got, sizeof(got), "cl=%lld chunked=%d keep_alive=%d expect=%d",
@@ -344,7 +344,7 @@ static void check_sem(const struct http_request *r, const char *want)
     assert_string_equal(got, want);
 }
 
-static void check_headers(const struct http_request *r, const char *want)
+static void check_headers(const struct request *r, const char *want)
 {
     struct sb b = {.n = 0};
     for (size_t i = 0; i < r->num_headers; i++) {
@@ -363,7 +363,7 @@ static bool view_in(const char *v, size_t n, const char *buf, size_t len)
 }
 
 /* Every view of a successful parse lies inside the head. */
-static void check_views_inside(const struct http_request *r, const char *buf, size_t head)
+static void check_views_inside(const struct request *r, const char *buf, size_t head)
 {
     assert_true(view_in(r->method, r->method_len, buf, head));
     assert_true(view_in(r->target, r->target_len, buf, head));
@@ -377,7 +377,7 @@ static void check_views_inside(const struct http_request *r, const char *buf, si
 }
 
 /* Parses in[0, len) from just before a guard page; 'end' is the guard page. */
-static int parse_at(char *end, const char *in, size_t len, struct http_request *r,
+static int parse_at(char *end, const char *in, size_t len, struct request *r,
                     struct http_header *h, const struct http_limits *lim, int *status)
 {
     memcpy(end - len, in, len);
@@ -390,7 +390,7 @@ static int parse_at(char *end, const char *in, size_t len, struct http_request *
 static void check_head_splits(char *end, const char *in, size_t len, const struct http_limits *lim,
                               int whole_rc, int whole_status)
 {
-    struct http_request r;
+    struct request r;
     struct http_header h[MAX_HEADERS];
     bool errored = false;
     for (size_t k = 0; k < len; k++) {
@@ -416,7 +416,7 @@ static void test_head_case(void **state)
     const struct http_limits *lim = c->lim ? c->lim : &lim_default;
     struct guard g;
     char *end = guard_copy(&g, c->input, len) + len;
-    struct http_request r;
+    struct request r;
     struct http_header h[MAX_HEADERS];
     int status;
 
@@ -732,7 +732,7 @@ static void test_head_empty(void **state)
     (void)state;
     struct guard g;
     char *end = guard_copy(&g, "", 0);
-    struct http_request r;
+    struct request r;
     struct http_header h[MAX_HEADERS];
     int status = 0;
     assert_int_equal(http_parse_request(end, 0, &r, h, &lim_default, &status), PARSE_INCOMPLETE);
