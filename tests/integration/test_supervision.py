@@ -53,6 +53,24 @@ def get_text(port, path, timeout=30.0):
     return body.decode()
 
 
+def wait_all_serving(srv, pids, timeout=30.0):
+    """Polls until every worker in 'pids' answers (a --lazy-apps worker serves only once its
+    import is done): eight connections held open at once must spread over the workers that
+    are ready (each holds at most its fair share), so all of them answer once all are ready."""
+    def serving():
+        conns = [srv.raw(timeout=10) for _ in range(8)]
+        try:
+            seen = set()
+            for c in conns:
+                r = c.request("GET", "/")
+                seen.add(int(r.body.split()[1]))
+            return seen >= set(pids)
+        finally:
+            for c in conns:
+                c.close()
+    wait_for(serving, timeout, "workers %s all serving" % sorted(pids), srv.log)
+
+
 def served_pid(srv):
     return int(get_text(srv.port, "/pid"))
 
@@ -406,6 +424,7 @@ def test_reload_under_load_picks_up_new_code(corral, tmp_path, mode, trigger):
         args += ["--touch-reload", str(touch)]
     srv = corral(app=VERSIONED, args=args)
     gen0 = set(srv.wait_workers(2))
+    wait_all_serving(srv, gen0)  # gen0 has read the old code before it changes
     app = str(tmp_path / VERSIONED)
     with Load(srv.port, path="/", nthreads=3) as load:
         load.wait_more(10)
