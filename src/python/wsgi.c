@@ -110,10 +110,12 @@ static int check_status(PyObject *status)
     }
     s = PyUnicode_AsUTF8AndSize(status, &len);
     if (!s) return -1;
-    if (len < 4 || s[0] < '1' || s[0] > '5' || s[1] < '0' || s[1] > '9' || s[2] < '0' ||
+    if (len < 4 || s[0] < '2' || s[0] > '5' || s[1] < '0' || s[1] > '9' || s[2] < '0' ||
         s[2] > '9' || s[3] != ' ' || !http_is_field_value(s, (size_t)len) ||
         !PyUnicode_IS_ASCII(status)) {
-        PyErr_Format(PyExc_ValueError, "invalid status %R: want '<3 digits> <reason>'", status);
+        PyErr_Format(PyExc_ValueError,
+                     "invalid status %R: want '<3 digits> <reason>', a final status 200-599",
+                     status);
         return -1;
     }
     return 0;
@@ -127,8 +129,14 @@ static const char *latin1(PyObject *s, Py_ssize_t *len)
     return (const char *)PyUnicode_1BYTE_DATA(s);
 }
 
+/* What the app's headers say about framing, taken in only once the whole list is valid. */
+struct framing {
+    int64_t length; /* Content-Length, or -1 */
+    bool close;     /* Connection: close */
+};
+
 /* Checks one (name, value) header and notes the ones that change the framing. */
-static int check_header(struct wsgi_call *c, PyObject *item)
+static int check_header(PyObject *item, struct framing *f)
 {
     Py_ssize_t nlen, vlen;
     const char *name, *value;
@@ -148,34 +156,32 @@ static int check_header(struct wsgi_call *c, PyObject *item)
         return -1;
     }
     if (nlen == 14 && strncasecmp(name, "content-length", 14) == 0) {
-        char *end;
-        char tmp[24];
-        if (vlen == 0 || vlen >= (Py_ssize_t)sizeof(tmp)) goto bad_length;
-        memcpy(tmp, value, (size_t)vlen);
-        tmp[vlen] = '\0';
-        long long n = strtoll(tmp, &end, 10);
-        if (*end || n < 0 || tmp[0] == '-' || tmp[0] == '+') goto bad_length;
-        c->declared_length = n;
+        if (f->length >= 0) {
+            PyErr_Format(PyExc_ValueError, "a second Content-Length header %R", item);
+            return -1;
+        }
+        f->length = http_parse_content_length(value, (size_t)vlen);
+        if (f->length < 0) {
+            PyErr_Format(PyExc_ValueError, "invalid Content-Length header %R", item);
+            return -1;
+        }
     } else if (nlen == 17 && strncasecmp(name, "transfer-encoding", 17) == 0) {
         PyErr_SetString(PyExc_ValueError,
                         "Transfer-Encoding is hop-by-hop (PEP 3333): the server frames the body");
         return -1;
     } else if (nlen == 10 && strncasecmp(name, "connection", 10) == 0 && vlen == 5 &&
                strncasecmp(value, "close", 5) == 0) {
-        c->keep_alive = false;
+        f->close = true;
     }
     return 0;
-
-bad_length:
-    PyErr_Format(PyExc_ValueError, "invalid Content-Length header %R", item);
-    return -1;
 }
 
-static int check_headers(struct wsgi_call *c, PyObject *headers)
+static int check_headers(PyObject *headers, struct framing *f)
 {
-    c->declared_length = -1;
+    f->length = -1;
+    f->close = false;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(headers); i++)
-        if (check_header(c, PyList_GET_ITEM(headers, i)) < 0) return -1;
+        if (check_header(PyList_GET_ITEM(headers, i), f) < 0) return -1;
     return 0;
 }
 
@@ -238,13 +244,17 @@ static PyObject *sr_call(struct start_response *self, PyObject *args, PyObject *
         PyErr_Format(PyExc_TypeError, "headers must be a list, not %s", Py_TYPE(headers)->tp_name);
         return NULL;
     }
-    /* Our own copy, checked: the app may change its list later, never what we send. */
+    /* Our own copy, checked whole before any of it is taken: the app may change its list
+     * later, never what we send, and a rejected call changes nothing. */
     PyObject *copy = PyList_GetSlice(headers, 0, PY_SSIZE_T_MAX);
+    struct framing f;
     if (!copy) return NULL;
-    if (check_headers(c, copy) < 0) {
+    if (check_headers(copy, &f) < 0) {
         Py_DECREF(copy);
         return NULL;
     }
+    c->declared_length = f.length;
+    if (f.close) c->keep_alive = false;
     Py_INCREF(status);
     Py_XSETREF(c->status_line, status);
     Py_XSETREF(c->headers, copy);

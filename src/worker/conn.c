@@ -65,6 +65,7 @@ struct conn {
     bool fresh;        /* accepted, no request yet (counted in x->fresh) */
     bool peer_gone;    /* APP: EOF or an error seen while the app had the request */
     bool on_thread;    /* a Python thread owns the request: queued, running or yielded */
+    bool responding;   /* between dispatch and the end of the response's production */
     uint64_t accepted_ms;
 
     char *rbuf; /* read buffer: cap = head limit + CONN_READ_ROOM */
@@ -87,6 +88,8 @@ struct conn {
     enum wsgi_result final; /* what the app's last step said (set by its thread) */
 
     uint64_t started_us;      /* when the request reached the app, for the access log */
+    uint64_t sent;            /* bytes written since the request reached the app */
+    char what[128];           /* "GET /path" of that request, for a cut response's log line */
     char addr[64];            /* REMOTE_ADDR */
     char port[8];             /* REMOTE_PORT */
     struct conn *prev, *next; /* x->all, or x->closed / x->spare via next */
@@ -94,7 +97,7 @@ struct conn {
 
 static void on_event(struct loop *l, int fd, unsigned events, void *arg);
 static void service(struct conn *c);
-static void conn_close(struct conn *c);
+static void conn_close(struct conn *c, const char *why);
 
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
@@ -131,7 +134,7 @@ static void commit(struct conn *c)
         err = loop_mod(l, c->fd, c->want, on_event, c);
     if (err) {
         log_error("cannot watch a connection: %s", strerror(-err));
-        conn_close(c);
+        conn_close(c, "cannot watch the connection");
         return;
     }
     c->interest = c->want;
@@ -162,7 +165,7 @@ static struct conn *conn_get(struct conn_ctx *x, const struct listener *ls)
     c->ls = ls;
     c->interest = c->want = 0;
     c->keep_alive = true;
-    c->closing = c->linger = c->served = c->peer_gone = c->on_thread = false;
+    c->closing = c->linger = c->served = c->peer_gone = c->on_thread = c->responding = false;
     c->fresh = true;
     x->fresh++;
     c->accepted_ms = loop_now(x->loop);
@@ -195,13 +198,19 @@ static void not_fresh(struct conn *c)
     c->x->fresh--;
 }
 
-/* Unregisters and closes the socket now; the struct is freed after the batch, or, when a
- * Python thread has the request, once that thread has called close() and let go of it. */
-static void conn_close(struct conn *c)
+/*
+ * Unregisters and closes the socket now; the struct is freed after the batch, or, when a
+ * Python thread has the request, once that thread has called close() and let go of it. A
+ * response not sent in full is logged, with 'why' and the bytes that did go out.
+ */
+static void conn_close(struct conn *c, const char *why)
 {
     struct conn_ctx *x = c->x;
 
     if (c->fd < 0) return;
+    if (c->responding || out_pending(&c->wire) > 0)
+        log_warn("%s:%s: %s: response cut after %llu bytes: %s", c->addr, c->port, c->what,
+                 (unsigned long long)c->sent, why);
     if (c->interest) loop_del(x->loop, c->fd);
     c->interest = c->want = 0;
     close(c->fd);
@@ -245,7 +254,7 @@ void conn_reap(struct conn_ctx *x)
 void conn_close_all(struct conn_ctx *x)
 {
     while (x->all)
-        conn_close(x->all);
+        conn_close(x->all, "the worker is exiting");
     conn_reap(x);
     while (x->spare) {
         struct conn *c = x->spare;
@@ -377,8 +386,11 @@ static int write_wire(struct conn *c)
 
     if (out_pending(&c->wire) == 0) return 0;
     rc = out_flush(&c->wire, c->fd, &n);
+    c->sent += n;
     if (rc < 0) {
-        conn_close(c);
+        char why[96];
+        snprintf(why, sizeof(why), "writing failed: %s", strerror(errno));
+        conn_close(c, why);
         return -1;
     }
     if (n) conn_enter(c, c->state);
@@ -405,7 +417,7 @@ static void finish_output(struct conn *c)
         conn_enter(c, CONN_LINGER);
         return;
     }
-    conn_close(c);
+    conn_close(c, "done");
 }
 
 /* Sends an error response and closes once the client has had a chance to read it. */
@@ -465,6 +477,7 @@ static void request_done(struct conn *c)
     c->served = true;
     c->peer_gone = false;
     c->on_thread = false;
+    c->responding = false;
     conn_enter(c, CONN_HEAD);
 }
 
@@ -504,7 +517,7 @@ static void step_done(struct conn *c, enum wsgi_result r)
         out_move(&c->wire, &c->stage);
         if (r != WSGI_MORE) {
             request_done(c);
-            if (r == WSGI_ABORT) conn_close(c);
+            if (r == WSGI_ABORT) conn_close(c, "the app failed after the response began");
             return;
         }
         if (write_wire(c) < 0) return; /* closed: the app is told to stop (conn_close) */
@@ -546,6 +559,19 @@ static int drain_pooled(void *arg)
     return pool_yield(c->x->pool, &c->task) == APP_GO_ON ? 0 : -1;
 }
 
+/* Keeps "METHOD /target" (truncated) for the log line of a response cut later. */
+static void remember_request(struct conn *c)
+{
+    const struct request *r = &c->req;
+    size_t m = r->method_len < 16 ? r->method_len : 16;
+    size_t t = r->target_len < sizeof(c->what) - m - 2 ? r->target_len : sizeof(c->what) - m - 2;
+
+    memcpy(c->what, r->method, m);
+    c->what[m] = ' ';
+    memcpy(c->what + m + 1, r->target, t);
+    c->what[m + 1 + t] = '\0';
+}
+
 /* A complete request goes to the app: this thread now (threads = 1), or the pool's next. */
 static void dispatch(struct conn *c)
 {
@@ -563,6 +589,9 @@ static void dispatch(struct conn *c)
     w->drain_arg = c;
     not_fresh(c);
     if (log_access_enabled()) c->started_us = clock_us();
+    remember_request(c);
+    c->sent = 0;
+    c->responding = true;
     conn_enter(c, CONN_APP);
     if (x->pool) {
         c->on_thread = true;
@@ -644,13 +673,13 @@ static int parse_uwsgi(struct conn *c)
     if (n == PARSE_INCOMPLETE) return 0;
     if (n == PARSE_ERROR) {
         log_warn("uwsgi packet from %s refused: %s", c->ls->name, uwsgi_strerror(err));
-        conn_close(c);
+        conn_close(c, "refused");
         return -1;
     }
     rerr = uwsgi_request_fill(&c->req, c->vars, nvars);
     if (rerr != UWSGI_REQ_OK) {
         log_warn("uwsgi packet from %s refused: %s", c->ls->name, uwsgi_request_strerror(rerr));
-        conn_close(c);
+        conn_close(c, "refused");
         return -1;
     }
     c->keep_alive = false; /* nginx reads a uwsgi response until the connection closes */
@@ -806,7 +835,7 @@ static bool read_body_direct(struct conn *c)
     n = read(c->fd, p, (size_t)c->body_left);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
-        conn_close(c); /* the client left in the middle of its body */
+        conn_close(c, "the client left"); /* in the middle of its body */
         return true;
     }
     spool_commit(&c->body, (size_t)n);
@@ -839,7 +868,7 @@ static void on_readable(struct conn *c)
     case CONN_LINGER: {
         char sink[4096];
         n = read(c->fd, sink, sizeof(sink));
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_close(c);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) conn_close(c, "done");
         return;
     }
     case CONN_APP:
@@ -858,7 +887,7 @@ static void on_readable(struct conn *c)
     n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-        conn_close(c); /* EOF or reset: nothing to answer */
+        conn_close(c, "the client left"); /* EOF or reset: nothing to answer */
         return;
     }
     c->rlen += (size_t)n;
@@ -913,8 +942,10 @@ static void expire(struct conn *c)
     } else if (c->state == CONN_BODY) {
         fail_request(c, 408, "request body not received in time");
         finish_output(c);
-    } else {
-        conn_close(c); /* idle keep-alive, a client not reading, or lingering done */
+    } else { /* idle keep-alive, a client not reading, or lingering done */
+        char why[64];
+        snprintf(why, sizeof(why), "no progress for %u ms", c->x->timeouts.request_ms);
+        conn_close(c, why);
     }
 }
 
@@ -936,7 +967,7 @@ void conn_sweep(struct conn_ctx *x)
         bool idle = c->state == CONN_HEAD && c->rlen == 0 && out_pending(&c->wire) == 0;
         if (c->fresh && now - c->accepted_ms >= CONN_FRESH_MS) not_fresh(c);
         if (x->draining && idle && !unread(c))
-            conn_close(c);
+            conn_close(c, "the worker is stopping");
         else if (c->deadline && now >= c->deadline)
             expire(c);
         if (c->fd >= 0) commit(c);

@@ -1,0 +1,177 @@
+"""
+test_hardening.py - what a slow client, a hostile app or a broken response cannot do to corral:
+long downloads are not cut while the client reads, a response cut for want of a reader is
+logged, and the app cannot change (or break) the head after start_response checked it.
+"""
+import socket
+import time
+
+import pytest
+
+from helpers import build_request, pattern_bytes, sha256
+
+# --- long downloads --------------------------------------------------------------------------
+
+DOWNLOAD_APP = r'''
+import os
+
+SIZE = int(os.environ["DL_SIZE"])
+PATH = os.environ["DL_FILE"]
+BLOB = bytes(range(256)) * (SIZE // 256)
+
+def application(environ, start_response):
+    kind = environ["PATH_INFO"].strip("/")
+    if kind == "file":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(PATH, "rb"))
+    if kind == "bytes":
+        start_response("200 OK", [("Content-Length", str(SIZE))])
+        return [BLOB]
+    def gen():
+        for i in range(0, SIZE, 65536):
+            yield BLOB[i:i + 65536]
+    start_response("200 OK", [])
+    return gen()
+'''
+
+DL_SIZE = 24 << 20  # 24 MiB at ~6 MiB/s: about 4 s, twice --http-timeout
+
+
+def read_at_rate(port, path, rate, timeout=30.0):
+    """GETs path and reads the response at about 'rate' bytes/s; returns (head, body)."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.settimeout(timeout)
+    s.connect(("127.0.0.1", port))
+    s.sendall(build_request("GET", path, headers={"Connection": "close"}))
+    data = bytearray()
+    start = time.monotonic()
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+            ahead = len(data) / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+    finally:
+        s.close()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    return head, body
+
+
+def dechunk(body):
+    out, pos = bytearray(), 0
+    while True:
+        eol = body.index(b"\r\n", pos)
+        n = int(body[pos:eol], 16)
+        if n == 0:
+            return bytes(out)
+        out += body[eol + 2:eol + 2 + n]
+        pos = eol + 2 + n + 2
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+@pytest.mark.parametrize("kind", ["file", "bytes", "generator"])
+def test_long_download_is_not_cut_while_the_client_reads(corral, tmp_path, kind, threads):
+    """--http-timeout 2 and a download that takes about 4 s at a steady rate: the client gets
+    every byte (the timeout is one of inactivity, not a deadline for the whole response)."""
+    blob = bytes(range(256)) * (DL_SIZE // 256)
+    path = tmp_path / "big.bin"
+    path.write_bytes(blob)
+    srv = corral(source=DOWNLOAD_APP, args=["--http-timeout", 2, "--threads", threads],
+                 env={"DL_SIZE": str(DL_SIZE), "DL_FILE": str(path)})
+    head, body = read_at_rate(srv.port, "/" + kind, 6 << 20)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    if b"chunked" in head.lower():
+        body = dechunk(body)
+    assert len(body) == DL_SIZE and sha256(body) == sha256(blob), \
+        "got %d of %d bytes" % (len(body), DL_SIZE)
+    assert "response cut" not in srv.log()
+
+
+def test_a_client_that_stops_reading_is_dropped_and_logged(corral, tmp_path):
+    """A client that reads nothing for --http-timeout is dropped, and the log says which
+    response was cut, after how many bytes, and why."""
+    srv = corral(source=DOWNLOAD_APP, args=["--http-timeout", 1],
+                 env={"DL_SIZE": str(DL_SIZE), "DL_FILE": str(tmp_path / "none")})
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", srv.port))
+    try:
+        s.sendall(build_request("GET", "/bytes"))
+        log = srv.wait_log("response cut", timeout=10)
+    finally:
+        s.close()
+    line = [x for x in log.splitlines() if "response cut" in x][0]
+    assert "GET /bytes" in line and "no progress" in line, line
+
+
+# --- the app cannot change the head after start_response -------------------------------------
+
+MUTATING_APP = r'''
+def application(environ, start_response):
+    how = environ["PATH_INFO"].strip("/")
+    headers = [("Content-Type", "text/plain")]
+    start_response("200 OK", headers)
+    if how == "split":
+        headers.append(("X-Evil", "a\r\nSet-Cookie: injected=1"))
+    elif how == "desync":
+        headers.append(("Content-Length", "0"))
+    elif how == "junk":
+        headers.append("not a tuple")
+        headers.append((1, 2))
+    elif how == "clear":
+        headers.clear()
+    return [b"body"]
+'''
+
+
+@pytest.mark.parametrize("how", ["split", "desync", "junk", "clear"])
+def test_app_changing_its_header_list_later_changes_nothing(corral, how):
+    """The head is built from corral's own checked copy of the list start_response got: what
+    the app does to its list afterwards never reaches the client, and cannot crash the
+    worker."""
+    srv = corral(source=MUTATING_APP)
+    pids = srv.wait_workers(1)
+    with srv.raw() as c:
+        r = c.request("GET", "/" + how)
+        assert r.status == 200 and r.body == b"body"
+        assert r.header("content-type") == "text/plain"
+        assert r.header("x-evil") is None and r.header("set-cookie") is None
+        assert r.header("content-length") == "4", r.headers
+        assert c.request("GET", "/again").status == 200  # same connection, same worker
+    assert srv.workers() == pids
+
+
+BAD_FRAMING_APP = r'''
+def application(environ, start_response):
+    how = environ["PATH_INFO"].strip("/")
+    if how == "two-lengths":
+        start_response("200 OK", [("Content-Length", "4"), ("Content-Length", "0")])
+    elif how == "interim":
+        start_response("103 Early Hints", [("Link", "</a.css>; rel=preload")])
+    elif how == "second-call":
+        start_response("200 OK", [("Content-Length", "4")])
+        try:
+            start_response("500 Oops", [("Content-Length", "x")], (None, None, None))
+        except Exception:
+            pass
+    return [b"body"]
+'''
+
+
+@pytest.mark.parametrize("how,status", [("two-lengths", 500), ("interim", 500),
+                                        ("second-call", 200)])
+def test_framing_the_app_cannot_send(corral, how, status):
+    """Two Content-Length headers or a 1xx as the final status would desync a keep-alive
+    connection (or a proxy in front): 500 instead. A second start_response that is rejected
+    changes nothing of the first."""
+    srv = corral(source=BAD_FRAMING_APP)
+    with srv.raw() as c:
+        r = c.request("GET", "/" + how)
+        assert r.status == status, (r.status, r.headers, r.body)
+        if status == 200:
+            assert r.body == b"body" and r.header("content-length") == "4"
+        assert c.request("GET", "/second-call").status == 200
