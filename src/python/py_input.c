@@ -26,9 +26,12 @@ static uint64_t remaining(const struct input *in)
 /* Reads exactly n bytes (n <= remaining) at pos into a new bytes object. */
 static PyObject *take(struct input *in, size_t n)
 {
-    const char *mem = spool_memory(in->spool, in->pos);
+    const char *mem;
     PyObject *b;
     ssize_t r;
+
+    if (n == 0) return PyBytes_FromStringAndSize(NULL, 0); /* also once detached */
+    mem = spool_memory(in->spool, in->pos);
 
     if (mem) {
         b = PyBytes_FromStringAndSize(mem, (Py_ssize_t)n);
@@ -79,9 +82,12 @@ static PyObject *input_read(struct input *in, PyObject *const *args, Py_ssize_t 
 /* Length of the next line (through '\n'), at most 'limit' bytes. */
 static size_t line_length(struct input *in, size_t limit)
 {
-    const char *mem = spool_memory(in->spool, in->pos);
+    const char *mem;
     char chunk[4096];
     size_t n = 0;
+
+    if (limit == 0) return 0; /* also once detached */
+    mem = spool_memory(in->spool, in->pos);
 
     if (mem) {
         const char *nl = memchr(mem, '\n', limit);

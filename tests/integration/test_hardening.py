@@ -175,3 +175,30 @@ def test_framing_the_app_cannot_send(corral, how, status):
         if status == 200:
             assert r.body == b"body" and r.header("content-length") == "4"
         assert c.request("GET", "/second-call").status == 200
+
+
+# --- wsgi.input after its request ------------------------------------------------------------
+
+KEEP_INPUT_APP = r'''
+kept = []
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/keep":
+        kept.append(environ["wsgi.input"])
+        body = environ["wsgi.input"].read(2)
+    else:
+        old = kept.pop()
+        body = b"%r %r %r %r" % (old.read(), old.read(5), old.readline(), old.readlines())
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_wsgi_input_kept_after_its_request_reads_as_empty(corral):
+    """An app that keeps wsgi.input past its request (for a background thread, or the next
+    request) reads it as empty: no crash, no other request's bytes."""
+    srv = corral(source=KEEP_INPUT_APP)
+    with srv.raw() as c:
+        assert c.request("POST", "/keep", b"abcdef").body == b"ab"
+        r = c.request("POST", "/use", b"other request's body")
+        assert r.status == 200 and r.body == b"b'' b'' b'' []", r.body
