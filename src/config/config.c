@@ -124,7 +124,7 @@ static const struct opt opts[] = {
      .help = "accepted for uWSGI compatibility; no effect (threads always work)"},
     {.name = "thread-queue", .type = OPT_INT, .off = F(thread_queue), .def = "0", .min = 0,
      .max = 1024, .group = "Processes", .arg = "N",
-     .help = "requests a worker with every thread busy still takes, when all workers are busy"},
+     .help = "when all workers are busy, stop taking connections at N queued requests (0: never)"},
 
     {.name = "buffer-size", .aliases = {"b"}, .type = OPT_INT, .off = F(buffer_size),
      .def = "16384", .min = 1024, .max = 1048576, .flags = OPT_F_SIZE,

@@ -58,8 +58,9 @@ struct config {
                             pinning; -1 (default): 1 for pooled workers, else 0 */
     bool enable_threads; /* --enable-threads: accepted for uWSGI compatibility; no effect
                             (Python 3.7+ always has the GIL and thread support set up) */
-    int thread_queue;    /* --thread-queue: requests a worker whose threads are all busy still
-                            takes when every other worker is busy too (0) */
+    int thread_queue;    /* --thread-queue: when every worker is busy, a worker stops taking
+                            connections once this many requests wait for its threads; 0: no
+                            limit (they wait in the loop, in order) */
 
     /* HTTP and request limits */
     int buffer_size;          /* --buffer-size: max request head bytes (16384) */

@@ -20,18 +20,20 @@ bool balance_may_accept(const struct balance_load *me, const struct balance_load
 {
     int total = me->conns, share, mine;
 
+    bool all_saturated = me->busy >= threads;
+
     if (n == 0) return true;
-    if (me->busy >= threads) {
-        for (int i = 0; i < n; i++)
-            if (!saturated(&others[i], threads, now_ms)) return false;
-        return me->busy < threads + queue;
-    }
+    for (int i = 0; i < n && all_saturated; i++)
+        all_saturated = saturated(&others[i], threads, now_ms);
+    if (me->busy >= threads && !all_saturated) return false; /* a sibling has a free thread */
+    if (all_saturated && queue > 0 && me->busy >= threads + queue) return false;
     for (int i = 0; i < n; i++)
         total += others[i].conns;
     share = (total + n) / (n + 1) + BALANCE_SLACK; /* ceil(total / workers) + slack */
     mine = rank(me, threads, share);
     for (int i = 0; i < n; i++)
-        if (!saturated(&others[i], threads, now_ms) && rank(&others[i], threads, share) < mine)
+        if ((all_saturated || !saturated(&others[i], threads, now_ms)) &&
+            rank(&others[i], threads, share) < mine)
             return false;
     return true;
 }

@@ -5,8 +5,12 @@
  * The rule (nginx's accept_disabled idea, made aware of busy threads):
  * - One worker alone takes everything: there is nobody to leave a connection to, and waiting
  *   in its loop or in the kernel's listen queue is the same.
- * - A worker whose threads all run requests ('saturated') takes nothing while a sibling is
- *   not saturated; when all are, it may queue up to --thread-queue requests beyond them.
+ * - A worker whose threads are all taken ('saturated': requests running or queued for them)
+ *   takes nothing while a sibling is not saturated. When all are, new connections still go
+ *   by rank (below) and wait in the loop with the requests already queued, in arrival order:
+ *   refusing them would leave them in the kernel's listen queue behind every request of the
+ *   keep-alive connections the workers hold, for as long as the overload lasts. With
+ *   --thread-queue N a saturated worker stops taking them once N requests wait.
  * - Otherwise each worker that is not saturated has a rank, and a connection belongs to the
  *   best rank: first a worker holding less than its fair share of the open connections
  *   (total / workers + BALANCE_SLACK), then, among equals, one that will still have an idle
@@ -25,8 +29,8 @@
 #include <stdint.h>
 
 enum {
-    BALANCE_SLACK = 2,    /* connections above the fair share before a worker gives way */
-    BALANCE_BUSY_MS = 20, /* a sibling's saturation counts once it has lasted this long */
+    BALANCE_SLACK = 2,     /* connections above the fair share before a worker gives way */
+    BALANCE_BUSY_MS = 100, /* a sibling's saturation counts once it has lasted this long */
 };
 
 struct balance_load {
