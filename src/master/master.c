@@ -218,8 +218,13 @@ static void spawn(int i)
 {
     struct proc *p = &procs[i];
     struct sb_worker *w = scoreboard_worker(sb, i);
-    struct worker_args a = {
-        .cfg = cfg, .ls = listeners, .nls = nlisteners, .sb = sb, .id = i, .number = p->number};
+    struct worker_args a = {.cfg = cfg,
+                            .ls = listeners,
+                            .nls = nlisteners,
+                            .sb = sb,
+                            .id = i,
+                            .number = p->number,
+                            .master_pid = (int)getpid()};
     pid_t pid;
 
     memset(w, 0, sizeof(*w));

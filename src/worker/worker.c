@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,8 +28,10 @@
 #include "util/xalloc.h"
 #include "worker/conn.h"
 
-static volatile sig_atomic_t stop_graceful; /* SIGTERM */
+static volatile sig_atomic_t stop_graceful; /* SIGTERM (also: the master died) */
 static volatile sig_atomic_t stop_now;      /* SIGQUIT */
+static pid_t master_pid;                    /* our parent; anyone else means it died */
+static uint64_t orphan_deadline;            /* loop ms when an orphan stops waiting */
 
 static void on_signal(int sig)
 {
@@ -36,6 +39,19 @@ static void on_signal(int sig)
         stop_graceful = 1;
     else
         stop_now = 1;
+}
+
+/*
+ * The master is gone (killed, OOM): nobody supervises this worker any more, and nobody will
+ * stop it. It stops by itself, gracefully: in-flight requests get --graceful-timeout.
+ */
+static void check_orphan(struct conn_ctx *x)
+{
+    if (orphan_deadline || getppid() == master_pid) return;
+    log_warn("the master (pid %d) is gone: stopping; in-flight requests get %d s", (int)master_pid,
+             x->cfg->graceful_timeout);
+    orphan_deadline = loop_now(x->loop) + (uint64_t)x->cfg->graceful_timeout * 1000;
+    stop_graceful = 1;
 }
 
 static void start_draining(struct conn_ctx *x)
@@ -77,6 +93,12 @@ static void on_tick(struct loop *l, void *arg)
     struct conn_ctx *x = arg;
     const struct config *cfg = x->cfg;
 
+    check_orphan(x);
+    if (orphan_deadline && loop_now(l) >= orphan_deadline) {
+        log_warn("graceful timeout (%d s) without a master: exiting with %d connection(s)",
+                 cfg->graceful_timeout, x->count);
+        _exit(WORKER_EXIT_OK); /* threads may be inside the app: no atexit, no finalizing */
+    }
     conn_sweep(x);
     if (cfg->reload_on_rss && rss_mib() > cfg->reload_on_rss)
         scoreboard_ask_recycle(x->sbw, SB_RECYCLE_RSS);
@@ -176,6 +198,9 @@ _Noreturn void worker_main(const struct worker_args *a)
     snprintf(role, sizeof(role), "worker %d", a->number);
     log_set_role(role);
     setup_signals(&waitmask);
+    /* SIGTERM when the master dies; if it died before this line, the first tick sees it */
+    master_pid = a->master_pid;
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0) log_warn("PR_SET_PDEATHSIG: %s", strerror(errno));
     py_enable_faulthandler(log_fd());
     rc = start_app(cfg);
     if (rc) exit(rc);

@@ -29,6 +29,7 @@ struct worker_args {
     struct scoreboard *sb;
     int id;     /* the worker's process-table and scoreboard index */
     int number; /* 1..processes, for logs */
+    int master_pid; /* the master: a worker whose parent is someone else stops */
 };
 
 _Noreturn void worker_main(const struct worker_args *a);

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -73,6 +74,27 @@ def test_workers_exit_with_master(corral):
     assert srv.wait_exit(20) is not None
     wait_for(lambda: not any(helpers.pid_alive(w) for w in workers), 10,
              "workers to exit with the master")
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_workers_stop_when_the_master_is_killed(corral, threads):
+    """SIGKILL the master (the OOM killer does): the workers notice at once, let the request in
+    flight finish, and exit within 3 s; nothing is left holding the port."""
+    srv = corral(app="rp_slots.py", args=["--processes", 2, "--threads", threads])
+    workers = srv.wait_workers(2)
+    result = {}
+
+    def slow():
+        result["r"] = srv.get("/sleep?s=1.5", timeout=20)
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.5)  # the request is inside the app
+    srv.signal(signal.SIGKILL)
+    t.join(10)
+    assert result["r"][0] == 200 and result["r"][2].endswith(b"slept"), result
+    wait_for(lambda: not any(helpers.pid_alive(w) for w in workers), 3,
+             "the orphaned workers to exit", srv.log)
+    assert "the master (pid %d) is gone" % srv.pid in srv.log()
 
 
 # --- reload -------------------------------------------------------------------------------------
