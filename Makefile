@@ -49,13 +49,18 @@ MASTER  := src/master/master.c src/master/signals.c
 SRCS    := $(UTIL) $(CONFIG) $(PARSERS) $(NET) $(PYSRC) $(WORKER) $(MASTER) src/main.c
 obj      = $(patsubst src/%.c,$(O)/obj/%.o,$(1))
 
-UNIT_TESTS := http_parser uwsgi_proto ini config buf loop
+UNIT_TESTS := http_parser uwsgi_proto ini config buf loop out conn_state uwsgi_request balance
 UNIT_DEPS_buf         := $(UTIL)
 UNIT_DEPS_http_parser := $(UTIL) src/http/http_parser.c src/http/http_response.c
 UNIT_DEPS_uwsgi_proto := $(UTIL) src/uwsgi/uwsgi_proto.c
 UNIT_DEPS_config      := $(UTIL) $(CONFIG) src/net/sock.c
 UNIT_DEPS_ini         := $(UTIL) $(CONFIG)
 UNIT_DEPS_loop        := $(UTIL) src/net/loop.c
+UNIT_DEPS_out         := $(UTIL) src/net/out.c
+UNIT_DEPS_conn_state  := $(UTIL) src/worker/conn_state.c
+UNIT_DEPS_balance     := $(UTIL) src/worker/balance.c
+UNIT_DEPS_uwsgi_request := $(UTIL) src/uwsgi/uwsgi_proto.c src/uwsgi/uwsgi_request.c \
+                           src/http/http_parser.c
 
 all: $(O)/corral
 
@@ -99,7 +104,8 @@ run:
 
 # Each target runs FUZZ_SECONDS (default 20) from a copy of its committed corpus.
 FUZZERS := http_parser uwsgi_proto ini
-FUZZ_SRCS := $(UTIL) src/http/http_parser.c src/uwsgi/uwsgi_proto.c src/config/ini.c
+FUZZ_SRCS := $(UTIL) src/http/http_parser.c src/uwsgi/uwsgi_proto.c src/uwsgi/uwsgi_request.c \
+             src/config/ini.c
 fuzz:
 	@mkdir -p build/fuzz
 	@set -e; for f in $(FUZZERS); do \

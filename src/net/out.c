@@ -143,8 +143,10 @@ int out_flush(struct out *o, int fd, uint64_t *written)
         total += (uint64_t)k;
         size_t from_bytes = (size_t)k < used ? (size_t)k : used;
         buf_consume(&o->bytes, from_bytes);
-        o->block += (size_t)k - from_bytes;
-        o->block_len -= (size_t)k - from_bytes;
+        if (o->block_len) {
+            o->block += (size_t)k - from_bytes;
+            o->block_len -= (size_t)k - from_bytes;
+        }
     }
     if (!o->block_len) o->block = NULL;
     while (o->file_len > 0) {

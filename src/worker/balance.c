@@ -20,12 +20,12 @@ bool balance_may_accept(const struct balance_load *me, const struct balance_load
 {
     int total = me->conns, share, mine;
 
-    bool all_saturated = me->busy >= threads;
+    bool me_saturated = saturated(me, threads, now_ms), all_saturated = me_saturated;
 
     if (n == 0) return true;
     for (int i = 0; i < n && all_saturated; i++)
         all_saturated = saturated(&others[i], threads, now_ms);
-    if (me->busy >= threads && !all_saturated) return false; /* a sibling has a free thread */
+    if (me_saturated && !all_saturated) return false; /* a sibling has a free thread */
     if (all_saturated && queue > 0 && me->busy >= threads + queue) return false;
     for (int i = 0; i < n; i++)
         total += others[i].conns;

@@ -17,10 +17,10 @@
  *   thread once its new connections have sent their requests (busy + fresh < threads). A
  *   worker takes a connection unless a sibling ranks strictly better. So keep-alive
  *   connections spread evenly over the workers, and requests go where a thread is idle.
- * Every worker ranks everyone from the same published numbers, so they agree on who is best;
- * only a sibling's saturation is believed once it has lasted BALANCE_BUSY_MS (a request of a
- * few microseconds must not send the next connection elsewhere), while a worker knows its
- * own at once. Some worker always takes a connection unless every worker is saturated.
+ * Every worker ranks everyone, itself included, from the same published numbers, so they
+ * agree on who is best and some worker always takes a connection (unless --thread-queue
+ * says stop). Saturation counts once it has lasted BALANCE_BUSY_MS: a request of a few
+ * microseconds must not send the next connection elsewhere.
  */
 #ifndef CORRAL_BALANCE_H
 #define CORRAL_BALANCE_H

@@ -277,14 +277,30 @@ static int busy(const struct conn_ctx *x)
     return x->pool ? pool_inflight(x->pool) : x->inline_busy;
 }
 
+/* What the siblings read of this worker (may_accept). Cheap: relaxed stores to its own entry. */
+static void publish(struct conn_ctx *x)
+{
+    struct sb_worker *w = x->sbw;
+    int b = busy(x);
+    bool full = b >= x->cfg->threads;
+
+    atomic_store_explicit(&w->conns, x->count, memory_order_relaxed);
+    atomic_store_explicit(&w->busy, b, memory_order_relaxed);
+    atomic_store_explicit(&w->fresh, x->fresh, memory_order_relaxed);
+    if (full != (atomic_load_explicit(&w->full_since, memory_order_relaxed) != 0))
+        atomic_store_explicit(&w->full_since, full ? clock_ms() : 0, memory_order_relaxed);
+}
+
 /* The rule of balance.h over the scoreboard: this worker against its live siblings. */
 static bool may_accept(struct conn_ctx *x)
 {
     struct balance_load others[64];
-    struct balance_load me = {x->count, busy(x), x->fresh, 0};
+    struct balance_load me = {x->count, busy(x), x->fresh,
+                              atomic_load_explicit(&x->sbw->full_since, memory_order_relaxed)};
     int n = 0;
 
     if (x->draining) return false;
+    publish(x);
     for (int i = 0; i < scoreboard_workers(x->sb) && n < (int)ARRAY_SIZE(others); i++) {
         struct sb_worker *w = scoreboard_worker(x->sb, i);
         if (i == x->sb_index || !atomic_load_explicit(&w->pid, memory_order_relaxed) ||
@@ -300,23 +316,8 @@ static bool may_accept(struct conn_ctx *x)
     return balance_may_accept(&me, others, n, x->cfg->threads, x->cfg->thread_queue, clock_ms());
 }
 
-/* What the siblings read of this worker (may_accept). Cheap: relaxed stores to its own entry. */
-static void publish(struct conn_ctx *x)
-{
-    struct sb_worker *w = x->sbw;
-    int b = busy(x);
-    bool full = b >= x->cfg->threads;
-
-    atomic_store_explicit(&w->conns, x->count, memory_order_relaxed);
-    atomic_store_explicit(&w->busy, b, memory_order_relaxed);
-    atomic_store_explicit(&w->fresh, x->fresh, memory_order_relaxed);
-    if (full != (atomic_load_explicit(&w->full_since, memory_order_relaxed) != 0))
-        atomic_store_explicit(&w->full_since, full ? clock_ms() : 0, memory_order_relaxed);
-}
-
 bool conn_balance(struct conn_ctx *x)
 {
-    publish(x);
     if (!x->draining) conn_listen(x, may_accept(x));
     return !x->accepting && !x->draining;
 }
@@ -339,7 +340,6 @@ static void conn_accept(struct conn_ctx *x, const struct listener *ls)
         c->fd = fd;
         memcpy(c->addr, addr, sizeof(addr));
         memcpy(c->port, port, sizeof(port));
-        publish(x);
         /* the request usually came with the connection (nginx sends it right behind the
          * connect): read and serve it now. The socket joins the loop only if it has to wait,
          * so a one-shot request answered at once costs no epoll_ctl at all. */

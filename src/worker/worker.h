@@ -27,8 +27,8 @@ struct worker_args {
     const struct listener *ls; /* the bound listeners */
     int nls;
     struct scoreboard *sb;
-    int id;     /* the worker's process-table and scoreboard index */
-    int number; /* 1..processes, for logs */
+    int id;         /* the worker's process-table and scoreboard index */
+    int number;     /* 1..processes, for logs */
     int master_pid; /* the master: a worker whose parent is someone else stops */
 };
 

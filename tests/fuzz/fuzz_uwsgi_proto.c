@@ -2,7 +2,8 @@
  * fuzz_uwsgi_proto.c - libFuzzer harness for the uwsgi packet parser and encoder.
  *
  * Build: clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Isrc
- *        tests/fuzz/fuzz_uwsgi_proto.c src/uwsgi/uwsgi_proto.c -o build/fuzz/fuzz_uwsgi_proto
+ *        tests/fuzz/fuzz_uwsgi_proto.c src/uwsgi/uwsgi_proto.c src/uwsgi/uwsgi_request.c
+ *        src/http/http_parser.c -o build/fuzz/fuzz_uwsgi_proto
  * Run:   build/fuzz/fuzz_uwsgi_proto tests/fuzz/corpus/uwsgi_proto
  *
  * For each input it checks (abort() on a violation, so libFuzzer keeps the input):
@@ -17,7 +18,11 @@
  *    success within them unchanged;
  *  - rc, error and var count agree with oracle(), a second, index-based statement of the
  *    grammar and of the documented error order (a differential check: the properties above
- *    cannot tell one error from another, the oracle can).
+ *    cannot tell one error from another, the oracle can);
+ *  - uwsgi_request_fill() on the parsed vars: its result is NO_METHOD exactly when there is no
+ *    REQUEST_METHOD; target is REQUEST_URI (or ""), path and query lie within it and split it
+ *    at the first '?' (path_len + 1 + query_len == target_len when there is one);
+ *    content_length >= -1, and agrees with http_parse_content_length() when accepted.
  * The input is copied into a buffer of exactly its size, so ASan catches any read past it.
  */
 #include <stdbool.h>
@@ -26,7 +31,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http/http_parser.h"
+#include "http/request.h"
 #include "uwsgi/uwsgi_proto.h"
+#include "uwsgi/uwsgi_request.h"
 
 enum {
     MAX_VARS = 64,    /* the generous limit */
@@ -191,6 +199,57 @@ static void check_tight_limits(const char *buf, size_t len, const struct outcome
     if (o.rc > 0) check(same(&o, whole));
 }
 
+#define FIND(o, lit) uwsgi_var_find((o)->vars, (o)->n, lit, sizeof(lit) - 1)
+
+/* The request that uwsgi_request_fill() makes of a successful parse's vars. */
+static void check_request_fill(const struct outcome *o)
+{
+    struct request r;
+    const struct uwsgi_var *method = FIND(o, "REQUEST_METHOD");
+    const struct uwsgi_var *uri = FIND(o, "REQUEST_URI");
+    const struct uwsgi_var *length = FIND(o, "CONTENT_LENGTH");
+
+    memset(&r, 0xa5, sizeof(r));
+    enum uwsgi_request_error err = uwsgi_request_fill(&r, o->vars, o->n);
+    check(err == UWSGI_REQ_OK || err == UWSGI_REQ_NO_METHOD || err == UWSGI_REQ_BAD_LENGTH);
+    check(uwsgi_request_strerror(err) != NULL);
+    check((err == UWSGI_REQ_NO_METHOD) == (method == NULL));
+    check(r.vars == o->vars && r.num_vars == o->n);
+    check(r.headers == NULL && r.num_headers == 0);
+    check(!r.keep_alive && !r.chunked && !r.expect_continue);
+    check(r.minor_version == 0 || r.minor_version == 1);
+    check(r.content_length >= -1);
+
+    /* target: REQUEST_URI, or "" */
+    check(r.target != NULL);
+    if (uri)
+        check(r.target == uri->val && r.target_len == uri->val_len);
+    else
+        check(r.target_len == 0);
+    /* path and query lie within the target and split it at the first '?' */
+    const char *end = r.target + r.target_len;
+    const char *q = r.target_len ? memchr(r.target, '?', r.target_len) : NULL;
+    check(r.path == r.target && r.path_len <= r.target_len);
+    check(r.query != NULL && r.query >= r.target && r.query <= end);
+    check(r.query_len <= (size_t)(end - r.query) && r.query + r.query_len == end);
+    if (q) {
+        check(r.path + r.path_len == q && r.query == q + 1);
+        check(r.path_len + 1 + r.query_len == r.target_len);
+    } else {
+        check(r.path_len == r.target_len && r.query_len == 0);
+    }
+
+    if (err == UWSGI_REQ_NO_METHOD) return;
+    check(r.method == method->val && r.method_len == method->val_len);
+    if (!length || length->val_len == 0) {
+        check(err == UWSGI_REQ_OK && r.content_length == -1);
+        return;
+    }
+    int64_t v = http_parse_content_length(length->val, length->val_len);
+    check((err == UWSGI_REQ_BAD_LENGTH) == (v < 0));
+    if (err == UWSGI_REQ_OK) check(r.content_length == v);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -205,6 +264,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (whole.rc > 0) {
         check_views(buf, &whole);
         check_round_trip(buf, &whole);
+        check_request_fill(&whole);
     }
     check_prefixes(buf, size, &whole);
     check_tight_limits(buf, size, &whole);

@@ -377,8 +377,8 @@ static void check_views_inside(const struct request *r, const char *buf, size_t 
 }
 
 /* Parses in[0, len) from just before a guard page; 'end' is the guard page. */
-static int parse_at(char *end, const char *in, size_t len, struct request *r,
-                    struct http_header *h, const struct http_limits *lim, int *status)
+static int parse_at(char *end, const char *in, size_t len, struct request *r, struct http_header *h,
+                    const struct http_limits *lim, int *status)
 {
     memcpy(end - len, in, len);
     *status = 0;
@@ -739,13 +739,78 @@ static void test_head_empty(void **state)
     guard_free(&g);
 }
 
+/*
+ * http_parse_content_length(): 1*DIGIT up to INT64_MAX is the value; empty, a sign, spaces, a
+ * list, hex or one past INT64_MAX is -1. Each input ends at a guard page, so a read past it
+ * crashes.
+ */
+static void test_content_length(void **state)
+{
+    static const struct {
+        const char *in;
+        int64_t want;
+    } cases[] = {
+        {"", -1},
+        {"0", 0},
+        {"7", 7},
+        {"007", 7},
+        {"123", 123},
+        {"9223372036854775807", INT64_MAX},
+        {"09223372036854775807", INT64_MAX},
+        {"9223372036854775808", -1},
+        {"9223372036854775810", -1},
+        {"18446744073709551616", -1},
+        {"99999999999999999999", -1},
+        {"+1", -1},
+        {"-1", -1},
+        {"-0", -1},
+        {"1 ", -1},
+        {" 1", -1},
+        {"1,1", -1},
+        {"1, 1", -1},
+        {"0x10", -1},
+        {"1a", -1},
+        {"1/", -1}, /* the bytes either side of the digits */
+        {"1:", -1},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+        struct guard g;
+        size_t n = strlen(cases[i].in);
+        char *p = guard_copy(&g, cases[i].in, n);
+        int64_t got = http_parse_content_length(p, n);
+        guard_free(&g);
+        if (got != cases[i].want) {
+            print_error("\"%s\": %lld, want %lld\n", cases[i].in, (long long)got,
+                        (long long)cases[i].want);
+            fail();
+        }
+    }
+}
+
+/* Only p[0, n) counts: digits after n are not read, and n = 0 is empty even with digits. */
+static void test_content_length_bounded(void **state)
+{
+    (void)state;
+    assert_int_equal(http_parse_content_length("12345", 2), 12);
+    assert_int_equal(http_parse_content_length("12345", 0), -1);
+    assert_int_equal(http_parse_content_length("5x", 1), 5);
+    assert_int_equal(http_parse_content_length("92233720368547758070", 19), INT64_MAX);
+}
+
 int main(void)
 {
     static const struct CMUnitTest fixed[] = {
-        cmocka_unit_test(test_chunk_line_limit), cmocka_unit_test(test_chunk_trailer_limits),
-        cmocka_unit_test(test_chunk_sticky),     cmocka_unit_test(test_head_limit_boundary),
-        cmocka_unit_test(test_head_long_target), cmocka_unit_test(test_head_max_headers),
+        cmocka_unit_test(test_chunk_line_limit),
+        cmocka_unit_test(test_chunk_trailer_limits),
+        cmocka_unit_test(test_chunk_sticky),
+        cmocka_unit_test(test_head_limit_boundary),
+        cmocka_unit_test(test_head_long_target),
+        cmocka_unit_test(test_head_max_headers),
         cmocka_unit_test(test_head_empty),
+        cmocka_unit_test(test_content_length),
+        cmocka_unit_test(test_content_length_bounded),
     };
     static struct CMUnitTest
         tests[ARRAY_SIZE(head_cases) + ARRAY_SIZE(chunk_cases) + ARRAY_SIZE(fixed)];
