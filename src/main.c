@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -21,6 +22,20 @@ static int redirect_output(const char *path)
     if (err) return err;
     if (dup2(log_fd(), 2) < 0 || dup2(log_fd(), 1) < 0) return -errno;
     return 0;
+}
+
+/* Every connection is a descriptor: take all the kernel allows this process (as nginx's
+ * worker_rlimit_nofile would). */
+static void raise_nofile(void)
+{
+    struct rlimit r;
+
+    if (getrlimit(RLIMIT_NOFILE, &r) < 0 || r.rlim_cur >= r.rlim_max) return;
+    rlim_t was = r.rlim_cur;
+    r.rlim_cur = r.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &r) == 0)
+        log_info("open files limit raised from %llu to %llu", (unsigned long long)was,
+                 (unsigned long long)r.rlim_max);
 }
 
 int main(int argc, char **argv)
@@ -47,6 +62,7 @@ int main(int argc, char **argv)
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     log_set_access(!cfg.disable_logging);
+    raise_nofile();
     rc = master_run(&cfg, argv);
     config_free(&cfg);
     return rc;

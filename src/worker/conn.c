@@ -41,6 +41,8 @@ enum {
     CONN_MAX_VARS = 256,
     CONN_OUT_HIGH = 65536,       /* stop parsing pipelined requests above this much unsent */
     CONN_FRESH_MS = 1000,        /* a new connection counts as load this long without a request */
+    CONN_ACCEPT_BATCH = 16,      /* accepts per wake-up, at most */
+    CONN_ACCEPT_PAUSE_MS = 100,  /* no accepting for this long when out of descriptors */
     CONN_SPARE_OUT = 256 * 1024, /* a kept connection's output buffers above this are freed */
 };
 
@@ -299,7 +301,7 @@ static bool may_accept(struct conn_ctx *x)
                               atomic_load_explicit(&x->sbw->full_since, memory_order_relaxed)};
     int n = 0;
 
-    if (x->draining) return false;
+    if (x->draining || loop_now(x->loop) < x->accept_paused_until) return false;
     publish(x);
     for (int i = 0; i < scoreboard_workers(x->sb) && n < (int)ARRAY_SIZE(others); i++) {
         struct sb_worker *w = scoreboard_worker(x->sb, i);
@@ -328,10 +330,19 @@ static void conn_accept(struct conn_ctx *x, const struct listener *ls)
 {
     char addr[64], port[8];
 
-    /* One at a time: after each, this worker's load changes, and so may the answer. */
-    while (may_accept(x)) {
+    /* One at a time: after each, this worker's load changes, and so may the answer. A few
+     * per wake-up at most: the connections already held get their turn in between. */
+    for (int i = 0; i < CONN_ACCEPT_BATCH && may_accept(x); i++) {
         int fd = sock_accept(ls, addr, sizeof(addr), port, sizeof(port));
         if (fd == -EAGAIN || fd == -ECONNABORTED) return;
+        if (fd == -EMFILE || fd == -ENFILE || fd == -ENOBUFS || fd == -ENOMEM) {
+            /* out of descriptors or memory: the listener stays readable, so stop watching it
+             * for a moment instead of spinning (and say so once per pause) */
+            log_warn("accept on %s: %s: not accepting for %d ms", ls->name, strerror(-fd),
+                     CONN_ACCEPT_PAUSE_MS);
+            x->accept_paused_until = loop_now(x->loop) + CONN_ACCEPT_PAUSE_MS;
+            break;
+        }
         if (fd < 0) {
             log_warn("accept on %s: %s", ls->name, strerror(-fd));
             return;
@@ -346,7 +357,7 @@ static void conn_accept(struct conn_ctx *x, const struct listener *ls)
         on_readable(c);
         commit(c);
     }
-    conn_listen(x, false);
+    if (!may_accept(x)) conn_listen(x, false);
 }
 
 static void on_accept(struct loop *l, int fd, unsigned events, void *arg)

@@ -45,15 +45,16 @@ struct conn_ctx {
     struct pool *pool;         /* --threads > 1: the Python threads; NULL: the loop calls */
     const struct listener *ls; /* the listeners, [nls] */
     int nls;
-    bool accepting;        /* the listeners are in the loop */
-    uint64_t max_requests; /* recycle after this many requests (with jitter); 0: never */
-    bool draining;         /* stopping: no new requests on kept-alive connections */
-    struct conn *all;      /* every open connection (timeouts, draining) */
-    struct conn *closed;   /* closed, waiting for conn_reap() */
-    struct conn *spare;    /* freed connections kept for reuse */
-    int count;             /* open connections */
-    int fresh;             /* of those, accepted and not yet with a request (balance.h) */
-    int inline_busy;       /* threads = 1: the loop thread is in the app */
+    bool accepting;               /* the listeners are in the loop */
+    uint64_t max_requests;        /* recycle after this many requests (with jitter); 0: never */
+    bool draining;                /* stopping: no new requests on kept-alive connections */
+    struct conn *all;             /* every open connection (timeouts, draining) */
+    struct conn *closed;          /* closed, waiting for conn_reap() */
+    struct conn *spare;           /* freed connections kept for reuse */
+    int count;                    /* open connections */
+    int fresh;                    /* of those, accepted and not yet with a request (balance.h) */
+    int inline_busy;              /* threads = 1: the loop thread is in the app */
+    uint64_t accept_paused_until; /* loop ms: out of descriptors, not accepting until then */
 };
 
 /* Puts the listeners in the loop (or takes them out). Returns 0 or -errno. Loop thread. */

@@ -3,7 +3,9 @@ test_hardening.py - what a slow client, a hostile app or a broken response canno
 long downloads are not cut while the client reads, a response cut for want of a reader is
 logged, and the app cannot change (or break) the head after start_response checked it.
 """
+import os
 import socket
+import subprocess
 import time
 
 import pytest
@@ -202,3 +204,43 @@ def test_wsgi_input_kept_after_its_request_reads_as_empty(corral):
         assert c.request("POST", "/keep", b"abcdef").body == b"ab"
         r = c.request("POST", "/use", b"other request's body")
         assert r.status == 200 and r.body == b"b'' b'' b'' []", r.body
+
+
+# --- out of file descriptors -----------------------------------------------------------------
+
+def test_out_of_descriptors_pauses_accepting_instead_of_spinning(corral):
+    """A worker that runs out of descriptors (RLIMIT_NOFILE 64, 120 connections) stops
+    accepting for a moment instead of spinning on the listener: little CPU, a few log lines,
+    and once the connections close it serves again."""
+    srv = corral(app="rp_slots.py")
+    (worker,) = srv.wait_workers(1)
+    subprocess.run(["prlimit", "--pid", str(worker), "--nofile=64:64"], check=True)
+    conns = []
+    try:
+        for _ in range(120):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            conns.append(s)
+        cpu0 = proc_cpu_seconds(worker)
+        time.sleep(2)
+        cpu = proc_cpu_seconds(worker) - cpu0
+        lines = [x for x in srv.log().splitlines() if "accept on" in x]
+        assert cpu < 0.5, "the worker spun: %.2f s of CPU in 2 s" % cpu
+        assert 0 < len(lines) <= 40, "%d accept lines in the log" % len(lines)
+    finally:
+        for s in conns:
+            s.close()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert srv.get("/pid", timeout=5)[0] == 200
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def proc_cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
