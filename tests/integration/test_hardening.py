@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import build_request, pattern_bytes, sha256
+from helpers import build_request, sha256
 
 # --- long downloads --------------------------------------------------------------------------
 

@@ -23,29 +23,9 @@ import time
 
 import pytest
 
-from helpers import RawConn, build_request, pattern_bytes, sha256, wait_for
+from helpers import RawConn, build_request, pattern_bytes, run_clients, sha256, wait_for
 
 APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
-
-
-def run_clients(n, fn, join_timeout=60):
-    """Runs fn(i) in n threads at once; returns (results by i, errors as 'i: repr')."""
-    results = [None] * n
-    errors = []
-
-    def run(i):
-        try:
-            results[i] = fn(i)
-        except Exception as e:  # noqa: BLE001 - reported by the caller
-            errors.append("%d: %r" % (i, e))
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + join_timeout
-    for t in threads:
-        t.join(max(0.1, deadline - time.monotonic()))
-        assert not t.is_alive(), "a client thread is still running after %d s" % join_timeout
-    return results, errors
 
 
 def connect(port, rcvbuf=None, timeout=30.0):

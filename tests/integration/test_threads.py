@@ -24,7 +24,8 @@ import time
 import pytest
 
 import helpers
-from helpers import Closed, RawConn, build_request, chunked, pattern_bytes, sha256, wait_for
+from helpers import (Closed, RawConn, build_request, chunked, pattern_bytes, run_clients, sha256,
+                     wait_for)
 
 APPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps")
 POOL = "needs the worker thread pool (issue 'threads')"
@@ -32,25 +33,6 @@ POOL = "needs the worker thread pool (issue 'threads')"
 
 def lines_with(srv, *words):
     return [line for line in srv.log().splitlines() if all(w in line for w in words)]
-
-
-def run_clients(n, fn):
-    """Runs fn(i) in n threads; returns (results by i, errors as 'i: repr')."""
-    results = [None] * n
-    errors = []
-
-    def run(i):
-        try:
-            results[i] = fn(i)
-        except Exception as e:  # noqa: BLE001 - reported by the caller
-            errors.append("%d: %r" % (i, e))
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-        assert not t.is_alive(), "a client thread is still running after 120 s"
-    return results, errors
 
 
 def raise_nofile(n):
