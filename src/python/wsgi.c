@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -511,9 +512,11 @@ static bool file_range(struct wsgi_call *c, struct file_wrapper *fw)
 
     r = PyObject_CallMethodNoArgs(fw->filelike, s_fileno);
     if (!r) goto out_no;
-    fd = (int)PyLong_AsLong(r);
+    long v = PyLong_AsLong(r);
     Py_DECREF(r);
-    if (fd < 0 || PyErr_Occurred() || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) goto out_no;
+    if (v < 0 || v > INT_MAX || PyErr_Occurred()) goto out_no; /* not a descriptor: iterate */
+    fd = (int)v;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) goto out_no;
     if (PyObject_HasAttr(fw->filelike, s_tell)) {
         r = PyObject_CallMethodNoArgs(fw->filelike, s_tell);
         if (!r) goto out_no;

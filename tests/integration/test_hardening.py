@@ -244,3 +244,25 @@ def proc_cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+FILENO_APP = r'''
+import io
+
+class Liar(io.BytesIO):
+    """A file-like object whose fileno() is not a descriptor of ours."""
+    def fileno(self):
+        return (1 << 32) + 2   # truncated to int, this would be stderr
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return environ["wsgi.file_wrapper"](Liar(b"the wrapped bytes"), 4)
+'''
+
+
+def test_file_wrapper_with_an_out_of_range_fileno_is_iterated(corral):
+    """file_wrapper over an object whose fileno() is out of int range: corral reads the object
+    instead of sending whatever descriptor the truncated number names."""
+    srv = corral(source=FILENO_APP)
+    status, _, body = srv.get("/")
+    assert (status, body) == (200, b"the wrapped bytes")
