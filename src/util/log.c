@@ -127,3 +127,26 @@ LOG_FN(log_error, LOG_LEVEL_ERROR)
 LOG_FN(log_warn, LOG_LEVEL_WARN)
 LOG_FN(log_info, LOG_LEVEL_INFO)
 LOG_FN(log_debug, LOG_LEVEL_DEBUG)
+
+unsigned long log_escape(char *dst, unsigned long cap, const char *src, unsigned long n)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned long j = 0;
+
+    if (cap == 0) return 0;
+    for (unsigned long i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)src[i];
+        if (ch >= 0x20 && ch != 0x7f) {
+            if (j + 1 >= cap) break;
+            dst[j++] = (char)ch;
+        } else {
+            if (j + 4 >= cap) break;
+            dst[j++] = '\\';
+            dst[j++] = 'x';
+            dst[j++] = hex[ch >> 4];
+            dst[j++] = hex[ch & 15];
+        }
+    }
+    dst[j] = '\0';
+    return j;
+}

@@ -35,6 +35,12 @@ void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_vline(enum log_level level, const char *fmt, va_list ap)
     __attribute__((format(printf, 2, 0)));
+/*
+ * Copies src[0, n) into dst (NUL-terminated, at most cap - 1 bytes) with every control byte
+ * and DEL written as \xNN, so bytes from the wire (a uwsgi var, a request target) cannot
+ * forge log lines. Returns the length written.
+ */
+unsigned long log_escape(char *dst, unsigned long cap, const char *src, unsigned long n);
 /* Writes 'len' raw bytes (already formatted, e.g. a traceback) as they are. */
 void log_raw(const char *p, unsigned long len);
 

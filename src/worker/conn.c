@@ -451,22 +451,43 @@ static uint64_t clock_us(void)
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
+/*
+ * "METHOD target" of the request into dst (truncated), for log lines. A uwsgi var may hold
+ * any byte: those are escaped (an HTTP head that parsed has no control bytes).
+ */
+static void request_line(char *dst, size_t cap, const struct request *r)
+{
+    size_t m = r->method_len < cap / 4 ? r->method_len : cap / 4;
+    size_t t = r->target_len < cap - m - 2 ? r->target_len : cap - m - 2;
+
+    if (r->vars) {
+        size_t n = log_escape(dst, cap / 4, r->method, r->method_len);
+        dst[n++] = ' ';
+        log_escape(dst + n, cap - n, r->target, r->target_len);
+        return;
+    }
+    memcpy(dst, r->method, m);
+    dst[m] = ' ';
+    memcpy(dst + m + 1, r->target, t);
+    dst[m + 1 + t] = '\0';
+}
+
 static void log_access(struct conn *c)
 {
     const struct request *r = &c->req;
     struct wsgi_call *w = &c->call;
     uint64_t us = clock_us() - c->started_us;
-    const char *who = c->addr;
-    int wlen = (int)strlen(c->addr);
     const struct uwsgi_var *v = uwsgi_var_find(r->vars, r->num_vars, "REMOTE_ADDR", 11);
+    char who[64], what[SB_LINE_MAX];
 
-    if (v) { /* behind nginx: the client's address */
-        who = v->val;
-        wlen = (int)v->val_len;
-    }
-    log_info("%.*s %.*s %.*s => %d, %llu bytes in %llu.%03llu ms", wlen, who, (int)r->method_len,
-             r->method, (int)r->target_len, r->target, w->status, (unsigned long long)w->body_bytes,
-             (unsigned long long)(us / 1000), (unsigned long long)(us % 1000));
+    if (v) /* behind nginx: the client's address, as nginx's vars say */
+        log_escape(who, sizeof(who), v->val, v->val_len);
+    else
+        memcpy(who, c->addr, sizeof(c->addr));
+    request_line(what, sizeof(what), r);
+    log_info("%s %s => %d, %llu bytes in %llu.%03llu ms", who, what, w->status,
+             (unsigned long long)w->body_bytes, (unsigned long long)(us / 1000),
+             (unsigned long long)(us % 1000));
 }
 
 /* The request is over: count it, drop its bytes, and wait for the next one (or close). */
@@ -570,19 +591,6 @@ static int drain_pooled(void *arg)
     return pool_yield(c->x->pool, &c->task) == APP_GO_ON ? 0 : -1;
 }
 
-/* Keeps "METHOD /target" (truncated) for the log line of a response cut later. */
-static void remember_request(struct conn *c)
-{
-    const struct request *r = &c->req;
-    size_t m = r->method_len < 16 ? r->method_len : 16;
-    size_t t = r->target_len < sizeof(c->what) - m - 2 ? r->target_len : sizeof(c->what) - m - 2;
-
-    memcpy(c->what, r->method, m);
-    c->what[m] = ' ';
-    memcpy(c->what + m + 1, r->target, t);
-    c->what[m + 1 + t] = '\0';
-}
-
 /* A complete request goes to the app: this thread now (threads = 1), or the pool's next. */
 static void dispatch(struct conn *c)
 {
@@ -600,7 +608,7 @@ static void dispatch(struct conn *c)
     w->drain_arg = c;
     not_fresh(c);
     if (log_access_enabled()) c->started_us = clock_us();
-    remember_request(c);
+    request_line(c->what, sizeof(c->what), r); /* for the log line if the response is cut */
     c->sent = 0;
     c->responding = true;
     conn_enter(c, CONN_APP);

@@ -266,3 +266,29 @@ def test_file_wrapper_with_an_out_of_range_fileno_is_iterated(corral):
     srv = corral(source=FILENO_APP)
     status, _, body = srv.get("/")
     assert (status, body) == (200, b"the wrapped bytes")
+
+
+# --- log lines cannot be forged ----------------------------------------------------------------
+
+def test_uwsgi_vars_cannot_forge_log_lines(corral, tmp_path):
+    """CR/LF in uwsgi vars (REQUEST_URI, REMOTE_ADDR) appear escaped in the access log: a
+    client behind a careless proxy cannot write a line of its own into corral's log."""
+    import uwsgi_client
+    sock = str(tmp_path / "uw.sock")
+    srv = corral(app="rp_slots.py", args=["--socket", sock], http=False, wait=False)
+    helpers_wait_path(sock)
+    forged = "2026-01-01 00:00:00.000Z master (pid 1) error: forged"
+    env = dict(uwsgi_client.nginx_env(uri="/pid?x=\r\n" + forged),
+               REMOTE_ADDR="10.0.0.1\r\n" + forged)
+    out = uwsgi_client.request(sock, env)
+    assert out.startswith(b"HTTP/1.1 200"), out[:200]
+    log = srv.wait_log("=> 200")
+    assert not [line for line in log.splitlines() if line.startswith(forged[:20])], log
+    assert "\\x0d\\x0a" in log, log
+
+
+def helpers_wait_path(path, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "%s did not appear" % path
+        time.sleep(0.05)
