@@ -329,12 +329,47 @@ def test_buffer_size_option(corral):
         assert c.wait_closed(10) == b""
 
 
-def test_post_buffering_spills_large_bodies(corral):
-    srv = corral(app="echo.py", args=["--post-buffering", "1024"])
+SPILL_APP = r'''
+import os
+
+def application(environ, start_response):
+    # the spool's temporary file, if the body spilled: an unnamed file in $TMPDIR
+    spilled = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if target.startswith(os.environ["TMPDIR"]) and target.endswith("(deleted)"):
+            spilled += 1
+    mode = environ["QUERY_STRING"]
+    inp = environ["wsgi.input"]
+    if mode == "readline":
+        body = b"".join(iter(lambda: inp.readline(5000), b""))
+    elif mode == "readn":
+        body = b"".join(iter(lambda: inp.read(5000), b""))
+    else:
+        body = inp.read()
+    start_response("200 OK", [("X-Spilled", str(spilled)), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+def test_post_buffering_spills_large_bodies(corral, tmp_path):
+    """Bodies above --post-buffering go to a temporary file (seen from inside the worker as
+    an unnamed file in $TMPDIR), smaller ones stay in memory; both read back exactly."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    srv = corral(source=SPILL_APP, args=["--post-buffering", "1024"], env={"TMPDIR": str(spool)})
     body = helpers.pattern_bytes(3 * 1024 * 1024, seed=21)
     for mode in ("read", "readline", "readn"):
-        status, _, got = srv.request("POST", "/?mode=%s&n=5000" % mode, body, timeout=60)
-        assert status == 200 and helpers.sha256(got) == helpers.sha256(body), mode
+        with srv.raw() as c:
+            r = c.request("POST", "/?" + mode, body)
+        assert r.status == 200 and helpers.sha256(r.body) == helpers.sha256(body), mode
+        assert r.header("x-spilled") == "1", (mode, r.headers)
+    with srv.raw() as c:
+        r = c.request("POST", "/?read", b"x" * 1000)
+    assert r.body == b"x" * 1000 and r.header("x-spilled") == "0"
 
 
 def test_listen_option_accepted(corral):

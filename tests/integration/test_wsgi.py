@@ -122,7 +122,7 @@ def test_repeated_headers_are_joined(environ_srv):
     srv = environ_srv
     with srv.raw() as c:
         env = environ_via(c, b"GET / HTTP/1.1\r\nHost: h\r\nX-Multi: a\r\nX-Multi: b\r\n\r\n")["env"]
-    assert env["HTTP_X_MULTI"] in ("a, b", "a,b")
+    assert env["HTTP_X_MULTI"] == "a, b"
 
 
 PATHS = [
