@@ -43,6 +43,7 @@ enum {
     CONN_FRESH_MS = 1000,        /* a new connection counts as load this long without a request */
     CONN_ACCEPT_BATCH = 16,      /* accepts per wake-up, at most */
     CONN_ACCEPT_PAUSE_MS = 100,  /* no accepting for this long when out of descriptors */
+    CONN_BODY_STEP = 65536,      /* a body read straight into memory grows by this at least */
     CONN_SPARE_OUT = 256 * 1024, /* a kept connection's output buffers above this are freed */
 };
 
@@ -845,13 +846,18 @@ static void service(struct conn *c)
 static bool read_body_direct(struct conn *c)
 {
     char *p;
+    size_t want;
     ssize_t n;
 
     if (c->state != CONN_BODY || c->req.chunked || c->body_left == 0 || c->rlen != c->pos)
         return false;
-    p = spool_reserve(&c->body, (size_t)c->body_left);
+    /* memory grows with the data that came, not with what the client declared: a slow or
+     * lying client holds what it sent, no more */
+    want = c->body.size > CONN_BODY_STEP ? (size_t)c->body.size : CONN_BODY_STEP;
+    if (want > c->body_left) want = (size_t)c->body_left;
+    p = spool_reserve(&c->body, want);
     if (!p) return false;
-    n = read(c->fd, p, (size_t)c->body_left);
+    n = read(c->fd, p, want);
     if (n <= 0) {
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) return true;
         conn_close(c, "the client left"); /* in the middle of its body */

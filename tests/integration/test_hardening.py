@@ -292,3 +292,37 @@ def helpers_wait_path(path, timeout=15.0):
     while not os.path.exists(path):
         assert time.monotonic() < deadline, "%s did not appear" % path
         time.sleep(0.05)
+
+
+# --- slow bodies ---------------------------------------------------------------------------------
+
+def test_slow_bodies_hold_what_they_sent_not_what_they_declared(corral):
+    """100 connections declare a 1 MiB body and send 10 bytes of it: the memory the worker
+    takes for them (its data segment; untouched pages do not show in RSS) grows with what
+    came, a few MiB at most, not with what was declared (100 MiB)."""
+    srv = corral(app="echo.py")
+    (worker,) = srv.wait_workers(1)
+    before = data_kib(worker)
+    conns = []
+    try:
+        for _ in range(100):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(build_request("POST", "/?mode=read", b"", {"Content-Length": str(1 << 20)}))
+            conns.append(s)
+        time.sleep(0.5)  # the heads are in: the bodies trickle
+        for s in conns:
+            s.sendall(b"0123456789")
+        time.sleep(1)
+        grown = data_kib(worker) - before
+        assert grown < 20 * 1024, "the worker grew by %d KiB for 1000 body bytes" % grown
+    finally:
+        for s in conns:
+            s.close()
+
+
+def data_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmData:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmData for %d" % pid)
