@@ -479,7 +479,7 @@ static void log_access(struct conn *c)
     struct wsgi_call *w = &c->call;
     uint64_t us = clock_us() - c->started_us;
     const struct uwsgi_var *v = uwsgi_var_find(r->vars, r->num_vars, "REMOTE_ADDR", 11);
-    char who[64], what[SB_LINE_MAX];
+    char who[64], what[1024];
 
     if (v) /* behind nginx: the client's address, as nginx's vars say */
         log_escape(who, sizeof(who), v->val, v->val_len);
