@@ -84,8 +84,11 @@ struct conn {
     uint64_t body_left; /* Content-Length bytes still to come */
     struct http_chunked dec;
 
-    struct out wire;  /* being written; owner: the loop */
+    struct out wire;  /* being written; owner: the loop (wire_mu while a thread has the request) */
     struct out stage; /* being produced; owner: the request's thread while in APP */
+    pthread_mutex_t wire_mu; /* with a pool: the thread passes output onto the wire under it */
+    struct pool_task note;   /* that thread's "the wire has more" to the loop (pool_notify) */
+    bool note_queued;        /* 'note' is on its way to the loop; guarded by wire_mu */
     struct wsgi_call call;
     struct pool_task task;  /* with a pool: this request's hand-off */
     enum wsgi_result final; /* what the app's last step said (set by its thread) */
@@ -106,16 +109,32 @@ static void conn_close(struct conn *c, const char *why);
 
 /* --- the one transition function ---------------------------------------------------------- */
 
+/* While a pool thread has the request it may pass output onto the wire (pass_on()): the loop
+ * holds wire_mu whenever it looks at the wire then. */
+static void lock_wire(struct conn *c)
+{
+    if (c->on_thread) pthread_mutex_lock(&c->wire_mu);
+}
+
+static void unlock_wire(struct conn *c)
+{
+    if (c->on_thread) pthread_mutex_unlock(&c->wire_mu);
+}
+
 /* Sets the state, its deadline (from now) and the events it wants. The only writer of state. */
 static void conn_enter(struct conn *c, enum conn_state s)
 {
     struct conn_facts f = {
-        .output = out_pending(&c->wire) > 0,
         .input = c->rlen > 0,
         .served = c->served,
         .read_closed = c->peer_gone || c->rlen == c->rcap,
     };
-    struct conn_plan p = conn_plan(s, &f, &c->x->timeouts);
+    struct conn_plan p;
+
+    lock_wire(c);
+    f.output = out_pending(&c->wire) > 0;
+    unlock_wire(c);
+    p = conn_plan(s, &f, &c->x->timeouts);
 
     c->state = s;
     c->want = p.interest;
@@ -162,6 +181,7 @@ static struct conn *conn_get(struct conn_ctx *x, const struct listener *ls)
             c->headers = xcalloc(CONN_MAX_HEADERS, sizeof(*c->headers));
         out_init(&c->wire);
         out_init(&c->stage);
+        pthread_mutex_init(&c->wire_mu, NULL);
         spool_init(&c->body, (uint64_t)x->cfg->post_buffering);
     }
     c->x = x;
@@ -185,6 +205,7 @@ static struct conn *conn_get(struct conn_ctx *x, const struct listener *ls)
 
 static void conn_free(struct conn *c)
 {
+    pthread_mutex_destroy(&c->wire_mu);
     out_destroy(&c->wire);
     out_destroy(&c->stage);
     spool_destroy(&c->body);
@@ -211,7 +232,10 @@ static void conn_close(struct conn *c, const char *why)
     struct conn_ctx *x = c->x;
 
     if (c->fd < 0) return;
-    if (c->responding || out_pending(&c->wire) > 0)
+    lock_wire(c);
+    uint64_t unsent = out_pending(&c->wire);
+    unlock_wire(c);
+    if (c->responding || unsent > 0)
         log_warn("%s:%s: %s: response cut after %llu bytes: %s", c->addr, c->port, c->what,
                  (unsigned long long)c->sent, why);
     if (c->interest) loop_del(x->loop, c->fd);
@@ -396,8 +420,9 @@ static int write_wire(struct conn *c)
     uint64_t n = 0;
     int rc;
 
-    if (out_pending(&c->wire) == 0) return 0;
-    rc = out_flush(&c->wire, c->fd, &n);
+    lock_wire(c);
+    rc = out_pending(&c->wire) ? out_flush(&c->wire, c->fd, &n) : 0;
+    unlock_wire(c);
     c->sent += n;
     if (rc < 0) {
         char why[96];
@@ -417,7 +442,12 @@ static int write_wire(struct conn *c)
 static bool drained(struct conn *c)
 {
     uint64_t limit = (uint64_t)c->x->cfg->response_buffer;
-    return !out_settle(&c->wire, limit) && out_buffered(&c->wire) <= limit / 2;
+    bool ok;
+
+    lock_wire(c);
+    ok = !out_settle(&c->wire, limit) && out_buffered(&c->wire) <= limit / 2;
+    unlock_wire(c);
+    return ok;
 }
 
 /* After a response, or between requests: write, then close or linger if that was the last. */
@@ -547,7 +577,9 @@ static struct sb_slot *loop_slot(struct conn *c)
 static void step_done(struct conn *c, enum wsgi_result r)
 {
     for (;;) {
+        lock_wire(c);
         out_move(&c->wire, &c->stage);
+        unlock_wire(c);
         if (r != WSGI_MORE) {
             request_done(c);
             if (r == WSGI_ABORT) conn_close(c, "the app failed after the response began");
@@ -626,6 +658,29 @@ static void dispatch(struct conn *c)
     publish(x);
 }
 
+/*
+ * On the request's thread: passes what the app produced onto the wire without waiting, when
+ * nothing in it is the app's own (a block, a file) and the wire stays within half the buffer;
+ * the loop is told to write it. Returns false when the thread must yield instead.
+ */
+static bool pass_on(struct conn *c)
+{
+    uint64_t half = (uint64_t)c->x->cfg->response_buffer / 2;
+    bool ok, notify = false;
+
+    if (out_closed(&c->stage)) return false;
+    pthread_mutex_lock(&c->wire_mu);
+    ok = !out_closed(&c->wire) && out_buffered(&c->wire) + out_buffered(&c->stage) <= half;
+    if (ok) {
+        out_move(&c->wire, &c->stage);
+        notify = !c->note_queued;
+        c->note_queued = true;
+    }
+    pthread_mutex_unlock(&c->wire_mu);
+    if (notify) pool_notify(c->x->pool, &c->note);
+    return ok;
+}
+
 /* The pool thread's whole request: the app call, every later step, and close(). */
 void conn_run_task(struct pool_task *t, int thread, void *arg)
 {
@@ -635,6 +690,10 @@ void conn_run_task(struct pool_task *t, int thread, void *arg)
     enum wsgi_result r = run_app(c, STEP_CALL, slot);
 
     while (r == WSGI_MORE) {
+        if (pass_on(c)) { /* the loop writes it while the app goes on */
+            r = run_app(c, STEP_RESUME, slot);
+            continue;
+        }
         py_release_gil();
         int go = pool_yield(x->pool, t); /* the loop writes; we run nothing else meanwhile */
         py_acquire_gil();
@@ -643,13 +702,29 @@ void conn_run_task(struct pool_task *t, int thread, void *arg)
     c->final = r;
 }
 
-/* On the loop thread: a pool thread yielded output (finished = false) or let go of the
- * request (finished = true). */
-void conn_task_done(struct pool_task *t, bool finished, void *arg)
+/* A pool thread passed output on: write it (and wait for the socket if it is full). */
+static void note_done(struct conn *c)
+{
+    pthread_mutex_lock(&c->wire_mu);
+    c->note_queued = false;
+    pthread_mutex_unlock(&c->wire_mu);
+    if (c->fd < 0 || write_wire(c) < 0) return;
+    conn_enter(c, c->state); /* APP: write interest while output waits */
+    commit(c);
+}
+
+/* On the loop thread: a pool thread yielded output, passed some on, or let go of the
+ * request. */
+void conn_task_done(struct pool_task *t, enum pool_event event, void *arg)
 {
     struct conn *c = container_of(t, struct conn, task);
     struct conn_ctx *x = arg;
+    bool finished = event == POOL_FINISHED;
 
+    if (event == POOL_NOTIFIED) {
+        note_done(container_of(t, struct conn, note));
+        return;
+    }
     if (c->fd < 0) { /* closed while a thread had the request */
         if (!finished) {
             pool_resume(x->pool, t, APP_ABORT);

@@ -117,7 +117,7 @@ static void finish(struct pool *p, struct pool_task *t)
     bool wake;
 
     pthread_mutex_lock(&p->mu);
-    t->finished = true;
+    t->event = POOL_FINISHED;
     wake = push_done(p, t);
     pthread_mutex_unlock(&p->mu);
     if (wake) loop_wake(p->loop);
@@ -130,6 +130,7 @@ int pool_yield(struct pool *p, struct pool_task *t)
 
     pthread_mutex_lock(&p->mu);
     t->resume = POOL_NOT_RESUMED;
+    t->event = POOL_YIELDED;
     wake = push_done(p, t);
     /* this thread stops running Python: queued work may need another one */
     p->running--;
@@ -143,6 +144,17 @@ int pool_yield(struct pool *p, struct pool_task *t)
     p->running++;
     pthread_mutex_unlock(&p->mu);
     return v;
+}
+
+void pool_notify(struct pool *p, struct pool_task *note)
+{
+    bool wake;
+
+    pthread_mutex_lock(&p->mu);
+    note->event = POOL_NOTIFIED;
+    wake = push_done(p, note);
+    pthread_mutex_unlock(&p->mu);
+    if (wake) loop_wake(p->loop);
 }
 
 void pool_resume(struct pool *p, struct pool_task *t, int value)
@@ -165,7 +177,6 @@ static void *thread_main(void *arg)
         pthread_mutex_unlock(&p->mu);
         if (!t) t = wait_task(p);
         t->thread = pt;
-        t->finished = false;
         p->run(t, pt->index, p->arg);
         finish(p, t);
     }
@@ -250,9 +261,9 @@ int pool_collect(struct pool *p)
     pthread_mutex_unlock(&p->mu);
     while (t) {
         struct pool_task *next = t->next;
-        bool finished = t->finished; /* read before done(), which may submit it again */
-        if (finished) p->inflight--;
-        p->done(t, finished, p->arg);
+        enum pool_event ev = t->event; /* read before done(), which may submit it again */
+        if (ev == POOL_FINISHED) p->inflight--;
+        p->done(t, ev, p->arg);
         t = next;
     }
     return unstall(p);
