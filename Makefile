@@ -39,8 +39,8 @@ LDFLAGS += -pthread $(filter -fsanitize=%,$(OPT_$(BUILD)))
 # Layers, bottom first; a unit test links its layer and the ones below only.
 UTIL    := src/util/log.c src/util/buf.c src/util/xalloc.c src/util/spool.c
 CONFIG  := src/config/config.c src/config/ini.c
-PARSERS := src/http/http_parser.c src/http/http_response.c src/uwsgi/uwsgi_proto.c \
-           src/uwsgi/uwsgi_request.c
+PARSERS := src/http/http_parser.c src/http/http_response.c src/http/forwarded.c \
+           src/uwsgi/uwsgi_proto.c src/uwsgi/uwsgi_request.c
 NET     := src/net/loop.c src/net/sock.c src/net/out.c src/stats/scoreboard.c
 PYSRC   := src/python/py.c src/python/wsgi.c src/python/py_input.c
 WORKER  := src/worker/conn.c src/worker/conn_state.c src/worker/balance.c src/worker/pool.c \
@@ -49,12 +49,14 @@ MASTER  := src/master/master.c src/master/signals.c
 SRCS    := $(UTIL) $(CONFIG) $(PARSERS) $(NET) $(PYSRC) $(WORKER) $(MASTER) src/main.c
 obj      = $(patsubst src/%.c,$(O)/obj/%.o,$(1))
 
-UNIT_TESTS := http_parser uwsgi_proto ini config buf loop out conn_state uwsgi_request balance
+UNIT_TESTS := http_parser uwsgi_proto ini config buf loop out conn_state uwsgi_request balance \
+              forwarded
 UNIT_DEPS_buf         := $(UTIL)
 UNIT_DEPS_http_parser := $(UTIL) src/http/http_parser.c src/http/http_response.c
 UNIT_DEPS_uwsgi_proto := $(UTIL) src/uwsgi/uwsgi_proto.c
-UNIT_DEPS_config      := $(UTIL) $(CONFIG) src/net/sock.c
-UNIT_DEPS_ini         := $(UTIL) $(CONFIG)
+UNIT_DEPS_config      := $(UTIL) $(CONFIG) src/net/sock.c src/http/forwarded.c
+UNIT_DEPS_forwarded   := $(UTIL) src/http/forwarded.c
+UNIT_DEPS_ini         := $(UTIL) $(CONFIG) src/http/forwarded.c
 UNIT_DEPS_loop        := $(UTIL) src/net/loop.c
 UNIT_DEPS_out         := $(UTIL) src/net/out.c
 UNIT_DEPS_conn_state  := $(UTIL) src/worker/conn_state.c

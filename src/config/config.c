@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "config/ini.h"
+#include "http/forwarded.h"
 #include "util/buf.h"
 #include "util/xalloc.h"
 
@@ -150,6 +151,10 @@ static const struct opt opts[] = {
      .def = "262144", .min = 4096, .max = 1 << 30, .flags = OPT_F_SIZE,
      .group = "Requests", .arg = "BYTES",
      .help = "response bytes buffered per connection; a thread waits on a slower client beyond"},
+    {.name = "forwarded-allow-ips", .type = OPT_STR, .off = F(forwarded_allow_ips),
+     .def = "127.0.0.1", .group = "Requests", .arg = "LIST",
+     .help = "HTTP peers (addresses, CIDR networks, or *) whose X-Forwarded-For, "
+             "X-Forwarded-Proto and Forwarded headers set REMOTE_ADDR and wsgi.url_scheme"},
 
     {.name = "graceful-timeout", .type = OPT_INT, .off = F(graceful_timeout),
      .def = "30", .min = 0, .max = 86400,
@@ -878,12 +883,17 @@ static void apply_defaults(struct config *cfg)
 
 static int validate(const struct config *cfg, char *err, size_t errlen)
 {
+    struct forwarded_allow allow;
+    char why[CONFIG_ERR_MAX / 2];
+
     if (!cfg->module && !cfg->wsgi_file)
         return fail(err, errlen, "no app: give --module or --wsgi-file");
     if (cfg->module && cfg->wsgi_file)
         return fail(err, errlen, "--module and --wsgi-file are both set: give only one");
     if (!cfg->http.n && !cfg->socket.n)
         return fail(err, errlen, "no listener: give --http or --socket");
+    if (forwarded_allow_parse(cfg->forwarded_allow_ips, &allow, why, sizeof(why)) < 0)
+        return fail(err, errlen, "--forwarded-allow-ips: %s", why);
     return 0; /* --env values were checked for '=' as they came in (OPT_F_KEYVAL) */
 }
 

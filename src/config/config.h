@@ -72,6 +72,13 @@ struct config {
     int response_buffer;      /* --response-buffer: response bytes a connection holds before
                                  the app is asked for more (256 KiB) */
 
+    /* proxies in front of an HTTP listener */
+    char *forwarded_allow_ips; /* --forwarded-allow-ips: peers whose X-Forwarded-For,
+                                  X-Forwarded-Proto and Forwarded headers are believed
+                                  (comma list of addresses and CIDR networks, or "*";
+                                  "127.0.0.1"); checked by config_load, parsed by
+                                  forwarded_allow_parse() (http/forwarded.h) */
+
     /* master */
     int graceful_timeout; /* --graceful-timeout: seconds in-flight requests get on stop (30) */
     bool master;          /* --master: accepted for uWSGI compatibility; corral always has one */

@@ -17,6 +17,7 @@
 
 #include <limits.h>
 #include <string.h>
+#include <strings.h>
 
 /* Byte classes; a byte may be in several. */
 enum {
@@ -148,6 +149,9 @@ enum {
     NEED_MORE = PARSE_INCOMPLETE,
 };
 
+/* How many fields the singletons[] table below has (scan.singles has one slot for each). */
+enum { NUM_SINGLETONS = 14 };
+
 /* One parse of a head: a cursor over the readable bytes plus what the fields said so far. */
 struct scan {
     const char *p;                 /* next byte to read */
@@ -159,6 +163,8 @@ struct scan {
     bool te_seen;                  /* a Transfer-Encoding field was seen */
     bool conn_close;               /* a Connection field lists "close" */
     bool conn_keep_alive;          /* a Connection field lists "keep-alive" */
+    /* the first field line of each singletons[] field, or NULL */
+    const struct http_header *singles[NUM_SINGLETONS];
 };
 
 /* RFC 9112 §2.2: a server SHOULD ignore at least one empty line (CRLF) received before the
@@ -187,8 +193,90 @@ static int parse_method(struct scan *s)
     return OK;
 }
 
+static bool is_method(const struct request *r, const char *lit, size_t n)
+{
+    return r->method_len == n && memcmp(r->method, lit, n) == 0;
+}
+
+/* host [":" port] of an absolute-form target (RFC 3986 §3.2.2, §3.2.3): a non-empty reg-name
+ * or IPv4address, or an IP-literal in brackets, then an optional port of digits. */
+static bool valid_host_port(const char *p, const char *end)
+{
+    const char *host_end;
+    if (p == end) return false;
+    if (*p == '[') {
+        host_end = memchr(p, ']', (size_t)(end - p));
+        if (!host_end || host_end == p + 1) return false;
+        if (skip_class(p + 1, host_end, C_HOST) != host_end) return false;
+        host_end++;
+    } else {
+        host_end = memchr(p, ':', (size_t)(end - p));
+        if (!host_end) host_end = end;
+        if (host_end == p) return false; /* an empty host (RFC 9110 §4.2.1: reject) */
+        for (const char *q = p; q < host_end; q++)
+            if (!in_class(*q, C_HOST) || *q == '[' || *q == ']') return false;
+    }
+    if (host_end == end) return true;
+    if (*host_end != ':') return false;
+    for (const char *q = host_end + 1; q < end; q++)
+        if (*q < '0' || *q > '9') return false;
+    return true;
+}
+
+/* absolute-form (RFC 9112 §3.2.2): "http" or "https" (any case) "://" authority, then
+ * path-abempty and the query. The userinfo ("user:pass@", RFC 9110 §4.2.4) is set apart so it
+ * never reaches the app; the authority is host[:port]; the path may be empty. */
+static int parse_absolute(struct request *r, const char *t, const char *end)
+{
+    const char *a;
+    size_t n = (size_t)(end - t);
+    if (n > 7 && (load32(t) | 0x20202020u) == load32("http") && memcmp(t + 4, "://", 3) == 0)
+        a = t + 7;
+    else if (n > 8 && (load32(t) | 0x20202020u) == load32("http") && (t[4] | 0x20) == 's' &&
+             memcmp(t + 5, "://", 3) == 0)
+        a = t + 8;
+    else
+        return 400;
+    const char *path_end = r->path + r->path_len; /* the first '?', or the end */
+    const char *stop = a;
+    while (stop < end && *stop != '/' && *stop != '?')
+        stop++;
+    const char *at = stop;
+    while (at > a && at[-1] != '@')
+        at--;
+    if (at > a) { /* userinfo = *( unreserved / pct-encoded / sub-delims / ":" ) */
+        for (const char *q = a; q < at - 1; q++)
+            if (!in_class(*q, C_HOST) || *q == '[' || *q == ']') return 400;
+        r->userinfo = a;
+        r->userinfo_len = (size_t)(at - a);
+    }
+    if (!valid_host_port(at, stop)) return 400;
+    r->form = REQUEST_FORM_ABSOLUTE;
+    r->authority = at;
+    r->authority_len = (size_t)(stop - at);
+    r->path = stop;
+    r->path_len = (size_t)(path_end - stop);
+    return OK;
+}
+
+/* The target's form must suit the method (RFC 9112 §3.2): origin-form starts with '/';
+ * asterisk-form is for OPTIONS only; authority-form is for CONNECT only, which corral, being
+ * no proxy, does not implement (501, whatever the target); anything else is 400. */
+static int check_target_form(struct request *r, const char *t, const char *end)
+{
+    if (is_method(r, "CONNECT", 7)) return 501;
+    if (*t == '/') return OK;
+    if (end - t == 1 && *t == '*') {
+        if (!is_method(r, "OPTIONS", 7)) return 400;
+        r->form = REQUEST_FORM_ASTERISK;
+        return OK;
+    }
+    return parse_absolute(r, t, end);
+}
+
 /* request-target SP: visible ASCII or obs-text; CTLs, SP inside and DEL are errors. The
- * target is split into path and query at its first '?'. */
+ * target is split into path and query at its first '?', and its form is checked against the
+ * method. */
 static int parse_target(struct scan *s)
 {
     struct request *r = s->r;
@@ -203,6 +291,8 @@ static int parse_target(struct scan *s)
     r->path_len = q ? (size_t)(q - start) : r->target_len;
     r->query = q ? q + 1 : p;
     r->query_len = q ? (size_t)(p - q - 1) : 0;
+    int rc = check_target_form(r, start, p);
+    if (rc != OK) return rc;
     s->p = p + 1;
     return OK;
 }
@@ -343,6 +433,67 @@ static void on_expect(struct scan *s, const struct http_header *h)
         s->r->expect_continue = true;
 }
 
+/* The request fields RFC 9110 defines as one value, not a list (§5.3: only a list-based field
+ * may be repeated). Host and Content-Length have their own, stricter rules above (any second
+ * field is 400), so they are not in this table. Repeating one of these with a different value
+ * is ambiguous: which one would a proxy in front have acted on? 400. */
+static const struct {
+    const char *name; /* lowercase */
+    size_t len;
+} singletons[] = {
+    {"authorization", 13},       /* §11.6.2 */
+    {"content-location", 16},    /* §8.7 */
+    {"content-range", 13},       /* §14.4 */
+    {"content-type", 12},        /* §8.3 */
+    {"date", 4},                 /* §6.6.1 */
+    {"from", 4},                 /* §10.1.2 */
+    {"if-modified-since", 17},   /* §13.1.3 */
+    {"if-range", 8},             /* §13.1.5 */
+    {"if-unmodified-since", 19}, /* §13.1.4 */
+    {"max-forwards", 12},        /* §7.6.2 */
+    {"proxy-authorization", 19}, /* §11.7.2 */
+    {"range", 5},                /* §14.2 */
+    {"referer", 7},              /* §10.1.3 */
+    {"user-agent", 10},          /* §10.1.5 */
+};
+
+_Static_assert(sizeof(singletons) / sizeof(singletons[0]) == NUM_SINGLETONS,
+               "NUM_SINGLETONS is the size of singletons[]");
+
+/* The index in singletons[] of a validated field name, or -1. */
+static int singleton_index(const char *name, size_t len)
+{
+    for (size_t i = 0; i < sizeof(singletons) / sizeof(singletons[0]); i++)
+        if (singletons[i].len == len && equals_nocase(name, singletons[i].name, len)) return (int)i;
+    return -1;
+}
+
+bool http_field_is_singleton(const char *name, size_t len)
+{
+    if (len == 4 && strncasecmp(name, "host", 4) == 0) return true;
+    if (len == 14 && strncasecmp(name, "content-length", 14) == 0) return true;
+    for (size_t i = 0; i < sizeof(singletons) / sizeof(singletons[0]); i++)
+        if (singletons[i].len == len && strncasecmp(name, singletons[i].name, len) == 0)
+            return true;
+    return false;
+}
+
+/* A repeated singleton field: the same value again is harmless (the app sees it once); a
+ * different one is 400. */
+static int on_singleton(struct scan *s, const struct http_header *h)
+{
+    int i = singleton_index(h->name, h->name_len);
+    if (i < 0) return OK;
+    const struct http_header *first = s->singles[i];
+    if (!first) {
+        s->singles[i] = h;
+        return OK;
+    }
+    if (first->value_len != h->value_len || memcmp(first->value, h->value, h->value_len) != 0)
+        return 400;
+    return OK;
+}
+
 /* Derives request semantics from one field; the name's length picks the candidate. */
 static int apply_field(struct scan *s, const struct http_header *h)
 {
@@ -352,10 +503,11 @@ static int apply_field(struct scan *s, const struct http_header *h)
         break;
     case 6:
         if (equals_nocase(h->name, "expect", 6)) on_expect(s, h);
-        break;
+        return OK;
     case 10:
-        if (equals_nocase(h->name, "connection", 10)) on_connection(s, h);
-        break;
+        if (!equals_nocase(h->name, "connection", 10)) break;
+        on_connection(s, h);
+        return OK;
     case 14:
         if (equals_nocase(h->name, "content-length", 14)) return on_content_length(s, h);
         break;
@@ -365,7 +517,7 @@ static int apply_field(struct scan *s, const struct http_header *h)
     default:
         break;
     }
-    return OK;
+    return on_singleton(s, h);
 }
 
 /* Field lines up to and including the empty line that ends the head. */
@@ -407,6 +559,11 @@ static void request_reset(struct request *r, struct http_header *headers)
     r->target_len = 0;
     r->path_len = 0;
     r->query_len = 0;
+    r->form = REQUEST_FORM_ORIGIN;
+    r->authority = NULL;
+    r->authority_len = 0;
+    r->userinfo = NULL;
+    r->userinfo_len = 0;
     r->minor_version = 0;
     r->headers = headers;
     r->num_headers = 0;

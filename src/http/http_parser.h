@@ -41,19 +41,38 @@ struct http_limits {
  * PARSE_INCOMPLETE when more bytes are needed and len < lim->max_head (a head still
  * incomplete once len >= lim->max_head cannot fit, and is an error: 414 or 431);
  * PARSE_ERROR with *status set to the HTTP status to answer with:
- *   400 malformed or smuggling-prone, 413 Content-Length above lim->max_body,
+ *   400 malformed or smuggling-prone (including a target whose form does not suit the method,
+ *   and a singleton field repeated with a different value), 413 Content-Length above
+ *   lim->max_body,
  *   414 request line not ended within lim->max_head bytes, 431 head longer than
  *   lim->max_head or more than lim->max_headers fields, 501 a transfer coding other than a
- *   lone "chunked" (including a second Transfer-Encoding field), 505 a well-formed version
+ *   lone "chunked" (including a second Transfer-Encoding field) or the method CONNECT (corral
+ *   is no proxy), 505 a well-formed version
  *   other than HTTP/1.0 or HTTP/1.1.
  * Only the first lim->max_head bytes are ever read. Empty lines (CRLF) before the request
  * line are skipped and counted in the head's length (RFC 9112 §2.2). An error is reported at
  * the first byte that proves it, so a prefix of an input parses as PARSE_INCOMPLETE or as the
  * same error as the whole input. On PARSE_INCOMPLETE or PARSE_ERROR, *r is unspecified.
  * 'headers' has room for lim->max_headers entries; r->headers points to it on success.
+ *
+ * The target (RFC 9112 §3.2) is origin-form ("/..."), asterisk-form ("*", OPTIONS only) or
+ * absolute-form ("http://" or "https://" authority, any case): r->form says which. For
+ * absolute-form, r->path and r->query are the parts after the authority (the path may be
+ * empty), r->authority is host[:port], and r->userinfo the "user:pass@" the target may carry
+ * (its bytes stay in r->target, which is the target as sent).
  */
 int http_parse_request(const char *buf, size_t len, struct request *r, struct http_header *headers,
                        const struct http_limits *lim, int *status);
+
+/*
+ * True if the field named name[0, len) (any case) is one RFC 9110 defines as a single value:
+ * Host, Content-Length, Authorization, Proxy-Authorization, Content-Type, Content-Location,
+ * Content-Range, Date, From, If-Modified-Since, If-Unmodified-Since, If-Range, Max-Forwards,
+ * Range, Referer, User-Agent. http_parse_request() rejects such a field repeated with a
+ * different value (Host and Content-Length: repeated at all), so a repeat that passed holds
+ * the same value again, and the environ shows it once.
+ */
+bool http_field_is_singleton(const char *name, size_t len);
 
 /*
  * Content-Length = 1*DIGIT (RFC 9110 §8.6): the value of p[0, n), or -1 when it is empty, has

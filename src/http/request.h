@@ -20,16 +20,33 @@ struct uwsgi_var;
 struct listener;
 struct spool;
 
+/* The form of a request-target (RFC 9112 §3.2). The parser accepts authority-form only to
+ * refuse it (CONNECT: 501), so a parsed request never has it. */
+enum request_form {
+    REQUEST_FORM_ORIGIN = 0, /* "/path?query": path starts with '/' (uwsgi: always this) */
+    REQUEST_FORM_ABSOLUTE,   /* "http://host/path?query": path is the part after the authority,
+                                maybe empty (the app sees "/") */
+    REQUEST_FORM_ASTERISK,   /* "*", OPTIONS only: path is "*" (the app sees PATH_INFO "") */
+};
+
 struct request {
     /* the head (http_parse_request, or uwsgi_request_fill from the vars) */
     const char *method; /* e.g. "GET" */
     size_t method_len;
     const char *target; /* request-target as sent (REQUEST_URI), e.g. "/a%20b?x=1" */
     size_t target_len;
-    const char *path; /* target up to the first '?' (still percent-encoded) */
+    const char *path; /* target up to the first '?' (still percent-encoded); absolute-form:
+                         from the end of the authority */
     size_t path_len;
     const char *query; /* after the first '?', without it; never NULL (len 0 if none) */
     size_t query_len;
+    enum request_form form; /* the request-target's form (RFC 9112 §3.2) */
+    const char *authority;  /* absolute-form: the target's host[:port], userinfo dropped;
+                               NULL otherwise (origin-form, asterisk-form, uwsgi) */
+    size_t authority_len;
+    const char *userinfo; /* absolute-form: "user:pass@" inside the target (with its '@'),
+                             never shown to the app; NULL when there is none */
+    size_t userinfo_len;
     int minor_version;           /* 0 for HTTP/1.0, 1 for HTTP/1.1 */
     struct http_header *headers; /* HTTP: the connection's array, num_headers filled */
     size_t num_headers;

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "http/forwarded.h"
 #include "http/http_parser.h"
 #include "http/http_response.h"
 #include "net/sock.h"
@@ -35,6 +36,7 @@
 #include "util/spool.h"
 #include "util/xalloc.h"
 #include "uwsgi/uwsgi_proto.h"
+#include "uwsgi/uwsgi_request.h"
 
 enum {
     WSGI_BIG_BLOCK = 16384, /* blocks at least this big are sent by reference, not copied */
@@ -607,36 +609,47 @@ static PyObject *header_key(const char *name, size_t len, int *known_index)
     return PyUnicode_FromStringAndSize(key, (Py_ssize_t)len + 5);
 }
 
-/* Adds a header, joining repeated fields with ", " ("; " for Cookie), RFC 9110 §5.3. */
+/*
+ * Sets env[key] to val, or joins val to the value a repeated field already put there (RFC 9110
+ * §5.3): with ", ", or "; " for Cookie (RFC 6265 §5.4, as HTTP/2 splits it). A singleton field
+ * (http_field_is_singleton) is kept once: a repeat that got this far has the same value (the
+ * parser, or uwsgi_request_fill for nginx's vars, refused a different one). The one joining
+ * rule for HTTP heads and uwsgi vars alike. Steals key and val; NULL val: -1.
+ */
+static int join_item(PyObject *env, PyObject *key, PyObject *val, bool cookie, bool singleton)
+{
+    PyObject *old, *joined;
+    int rc = -1;
+
+    if (!val) goto out_key;
+    old = PyDict_SetDefault(env, key, val); /* borrowed */
+    if (!old) goto out_val;
+    rc = 0;
+    if (old == val || singleton) goto out_val;
+    joined = PyUnicode_FromFormat(cookie ? "%U; %U" : "%U, %U", old, val);
+    rc = joined ? PyDict_SetItem(env, key, joined) : -1;
+    Py_XDECREF(joined);
+out_val:
+    Py_DECREF(val);
+out_key:
+    Py_DECREF(key);
+    return rc;
+}
+
+/* Adds a header field (Content-Length is not copied: CONTENT_LENGTH comes from the body). */
 static int add_header(PyObject *env, const struct http_header *h)
 {
     int ki;
     PyObject *key = header_key(h->name, h->name_len, &ki);
-    PyObject *val, *old;
-    int rc = -1;
 
     if (!key) return PyErr_Occurred() ? -1 : 0;
     if (ki == KNOWN_CONTENT_LENGTH) {
         Py_DECREF(key);
         return 0;
     }
-    val = str_latin1(h->value, h->value_len);
-    if (!val) goto out_key;
-    old = PyDict_SetDefault(env, key, val); /* borrowed */
-    if (!old) goto out_val;
-    if (old != val) {
-        PyObject *joined = PyUnicode_FromFormat(ki == 6 ? "%U; %U" : "%U, %U", old, val);
-        if (!joined) goto out_val;
-        rc = PyDict_SetItem(env, key, joined);
-        Py_DECREF(joined);
-        goto out_val;
-    }
-    rc = 0;
-out_val:
-    Py_DECREF(val);
-out_key:
-    Py_DECREF(key);
-    return rc;
+    return join_item(env, key, str_latin1(h->value, h->value_len),
+                     h->name_len == 6 && strncasecmp(h->name, "cookie", 6) == 0,
+                     http_field_is_singleton(h->name, h->name_len));
 }
 
 /* Listener-constant values (SERVER_NAME, SERVER_PORT), made once per listener. */
@@ -676,20 +689,101 @@ static int add_remote(PyObject *env, const struct request *r)
     return set_item(env, k_remote_port, PyUnicode_FromString(r->remote_port));
 }
 
+/* --forwarded-allow-ips, parsed once per worker (environ_init). */
+static struct forwarded_allow forwarded_allow;
+
+static int environ_init(const struct config *cfg)
+{
+    char why[256];
+    if (forwarded_allow_parse(cfg->forwarded_allow_ips, &forwarded_allow, why, sizeof(why)) < 0) {
+        PyErr_Format(PyExc_ValueError, "--forwarded-allow-ips: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * PATH_INFO of an HTTP request: origin-form and absolute-form give the path after the
+ * authority, percent-decoded, and "/" when that is empty (RFC 9110 §4.2.3: an empty path is
+ * "/"); asterisk-form ("OPTIONS *", the server as a whole) gives "", the application root,
+ * since "*" is no path (wsgiref.validate: PATH_INFO is empty or starts with '/').
+ */
+static PyObject *http_path_info(const struct request *r)
+{
+    if (r->form == REQUEST_FORM_ASTERISK) {
+        Py_INCREF(v_empty);
+        return v_empty;
+    }
+    if (r->path_len == 0) return PyUnicode_FromStringAndSize("/", 1);
+    return path_info(r->path, r->path_len);
+}
+
+/* REQUEST_URI: the target as sent, but for the userinfo of an absolute-form target, which
+ * holds credentials and never reaches the app (RFC 9110 §4.2.4). */
+static PyObject *request_uri(const struct request *r)
+{
+    size_t head, tail;
+    char *d;
+    PyObject *s;
+
+    if (!r->userinfo) return str_latin1(r->target, r->target_len);
+    head = (size_t)(r->userinfo - r->target);
+    tail = r->target_len - head - r->userinfo_len;
+    d = PyMem_Malloc(head + tail);
+    if (!d) return PyErr_NoMemory();
+    memcpy(d, r->target, head);
+    memcpy(d + head, r->userinfo + r->userinfo_len, tail);
+    s = str_latin1(d, head + tail);
+    PyMem_Free(d);
+    return s;
+}
+
+/* absolute-form: the target's authority is the Host (RFC 9112 §3.2.2: a received Host field is
+ * ignored), so HTTP_HOST is the authority. SERVER_NAME stays the listener's. */
+static int add_authority(PyObject *env, const struct request *r)
+{
+    int ki;
+    if (!r->authority) return 0;
+    return join_item(env, header_key("host", 4, &ki), str_latin1(r->authority, r->authority_len),
+                     false, true);
+}
+
+/* From a trusted proxy (--forwarded-allow-ips), X-Forwarded-For / X-Forwarded-Proto or
+ * Forwarded set REMOTE_ADDR (REMOTE_PORT: the port they give, or "") and wsgi.url_scheme;
+ * from any other peer they are plain HTTP_* fields. */
+static int add_forwarded(PyObject *env, const struct request *r)
+{
+    struct forwarded_result f;
+
+    if (!r->num_headers ||
+        !forwarded_resolve(&forwarded_allow, r->remote_addr, r->headers, r->num_headers, &f))
+        return 0;
+    if (f.addr && (set_item(env, k_remote_addr, str_latin1(f.addr, f.addr_len)) < 0 ||
+                   set_item(env, k_remote_port, str_latin1(f.port, f.port_len)) < 0))
+        return -1;
+    if (f.scheme == FORWARDED_SCHEME_HTTPS) return PyDict_SetItem(env, k_scheme, v_https);
+    if (f.scheme == FORWARDED_SCHEME_HTTP) return PyDict_SetItem(env, k_scheme, v_http);
+    return 0;
+}
+
 static int add_http_environ(PyObject *env, const struct request *r)
 {
     if (set_item(env, k_method, str_latin1(r->method, r->method_len)) < 0 ||
         PyDict_SetItem(env, k_script_name, v_empty) < 0 ||
-        set_item(env, k_path_info, path_info(r->path, r->path_len)) < 0 ||
+        set_item(env, k_path_info, http_path_info(r)) < 0 ||
         set_item(env, k_query, str_latin1(r->query, r->query_len)) < 0 ||
-        set_item(env, k_request_uri, str_latin1(r->target, r->target_len)) < 0 ||
+        set_item(env, k_request_uri, request_uri(r)) < 0 ||
         PyDict_SetItem(env, k_protocol, r->minor_version ? v_proto11 : v_proto10) < 0 ||
         PyDict_SetItem(env, k_scheme, v_http) < 0 || add_server(env, r->ls) < 0 ||
         add_remote(env, r) < 0)
         return -1;
-    for (size_t i = 0; i < r->num_headers; i++)
-        if (add_header(env, &r->headers[i]) < 0) return -1;
-    return 0;
+    for (size_t i = 0; i < r->num_headers; i++) {
+        const struct http_header *h = &r->headers[i];
+        if (r->authority && h->name_len == 4 && strncasecmp(h->name, "host", 4) == 0) continue;
+        if (add_header(env, h) < 0) return -1;
+    }
+    if (add_authority(env, r) < 0) return -1;
+    return add_forwarded(env, r);
 }
 
 static bool var_is(const struct uwsgi_var *v, const char *key)
@@ -708,6 +802,9 @@ static bool var_value_is(const struct uwsgi_var *v, const char *val)
  * uwsgi: the vars are the CGI environ as nginx built it; defaults first, then the vars
  * (REMOTE_ADDR is the client's as nginx saw it, not nginx's own address). nginx also passes
  * HTTP_CONTENT_TYPE/HTTP_CONTENT_LENGTH, which PEP 3333 forbids beside CONTENT_*: dropped.
+ * nginx sends a repeated request header as repeated HTTP_* vars: they are joined exactly as
+ * the HTTP listener joins repeated fields (join_item), so an app sees the same environ either
+ * way. Another var given twice (a uwsgi_param after 'include uwsgi_params'): the last wins.
  */
 static int add_uwsgi_environ(PyObject *env, const struct request *r)
 {
@@ -723,8 +820,15 @@ static int add_uwsgi_environ(PyObject *env, const struct request *r)
         const struct uwsgi_var *v = &r->vars[i];
         if (var_is(v, "HTTP_CONTENT_TYPE") || var_is(v, "HTTP_CONTENT_LENGTH")) continue;
         PyObject *key = str_latin1(v->key, v->key_len);
-        if (!key || set_item(env, key, str_latin1(v->val, v->val_len)) < 0) {
-            Py_XDECREF(key);
+        if (!key) return -1;
+        if (uwsgi_var_is_header(v)) { /* a request header: repeated ones join as over HTTP */
+            if (join_item(env, key, str_latin1(v->val, v->val_len), var_is(v, "HTTP_COOKIE"),
+                          uwsgi_var_is_singleton(v)) < 0)
+                return -1;
+            continue;
+        }
+        if (set_item(env, key, str_latin1(v->val, v->val_len)) < 0) {
+            Py_DECREF(key);
             return -1;
         }
         Py_DECREF(key);
@@ -1068,7 +1172,7 @@ static int make_keys(void)
 int wsgi_init(const struct config *cfg)
 {
     if (make_keys() < 0 || PyType_Ready(&sr_type) < 0 || PyType_Ready(&writer_type) < 0 ||
-        PyType_Ready(&file_wrapper_type) < 0 || py_input_init() < 0)
+        PyType_Ready(&file_wrapper_type) < 0 || py_input_init() < 0 || environ_init(cfg) < 0)
         goto out_err;
     harakiri_exc = PyErr_NewExceptionWithDoc("corral.HarakiriTimeout",
                                              "the request ran longer than --harakiri allows",

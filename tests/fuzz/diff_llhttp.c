@@ -606,12 +606,61 @@ static bool match_method(const struct seen *s)
     return true;
 }
 
-/* corral accepts any target of visible ASCII and obs-text, and leaves its form (origin,
- * absolute, authority, asterisk) to the layer above; llhttp checks the URL's structure. */
+/* corral checks a target's bytes (visible ASCII, obs-text) and its form (RFC 9112 §3.2), not
+ * the characters of its path and query; llhttp's URL parser rejects some of those. */
 static bool match_target_form(const struct seen *s)
 {
     return s->ours->head != REJECT && s->ll->head == REJECT &&
            strstr(s->ll->why, "HPE_INVALID_URL") != NULL;
+}
+
+/* The request line's first byte (after any leading empty lines). */
+static const char *request_line_start(const struct seen *s)
+{
+    const char *p = s->in;
+    while (s->len - (size_t)(p - s->in) >= 2 && p[0] == '\r' && p[1] == '\n')
+        p += 2;
+    return p;
+}
+
+/* corral answers CONNECT 501 whatever its target (it is no proxy); llhttp parses it. */
+static bool match_connect(const struct seen *s)
+{
+    const char *p = request_line_start(s);
+    return ll_lets_through(s) && !s->err_in_body && s->status == 501 &&
+           s->len - (size_t)(p - s->in) > 8 && memcmp(p, "CONNECT ", 8) == 0;
+}
+
+/* corral checks the target's form against the method (RFC 9112 §3.2): "*" only with OPTIONS,
+ * absolute-form only http or https with a valid authority, no authority-form; llhttp takes
+ * any of them with any method. corral fails on the SP after a target that is not '/...'. */
+static bool match_target_method(const struct seen *s)
+{
+    if (!ll_lets_through(s) || s->status != 400 || !err_in_request_line(s)) return false;
+    const char *p = request_line_start(s);
+    const char *end = s->in + s->err;
+    const char *sp = memchr(p, ' ', (size_t)(end - p));
+    return *end == ' ' && sp && sp + 1 < end && sp[1] != '/';
+}
+
+/* A singleton field (Content-Type, Authorization, ...) repeated with a different value:
+ * corral answers 400 (RFC 9110 §5.3), llhttp reports both. corral fails at the LF of the
+ * second field line. */
+static bool match_singleton(const struct seen *s)
+{
+    const char *start;
+    const char *end;
+    if (!ll_lets_through(s) || s->err_in_body || s->status != 400 || !err_in_field_lines(s))
+        return false;
+    error_line(s, &start, &end);
+    const char *colon = memchr(start, ':', (size_t)(end - start));
+    if (!colon || !http_field_is_singleton(start, (size_t)(colon - start))) return false;
+    char name[64];
+    size_t n = (size_t)(colon - start);
+    if (n >= sizeof(name)) return false;
+    memcpy(name, start, n);
+    name[n] = '\0';
+    return count_fields(s->ll, name, NULL) > 1;
 }
 
 /* llhttp 8.1.0 rejects a chunk extension that follows one with a value ("5;a=b;c=d"). */
@@ -652,6 +701,14 @@ static const struct known known[] = {
      "a header or trailer line that starts with SP or HTAB (obs-fold, or whitespace after the "
      "request line): llhttp accepts it, corral rejects it (RFC 9112 §5.2, §2.2)",
      match_obs_fold},
+    {"connect",
+     "the method CONNECT: llhttp parses it (and its authority-form target), corral answers "
+     "501, being no proxy (RFC 9110 §9.3.6, §15.6.2)",
+     match_connect},
+    {"target-method",
+     "a target whose form does not suit the method (\"GET *\", \"GET a:1\", \"GET "
+     "ftp://a/\", \"GET http:///a\"): llhttp accepts it, corral answers 400 (RFC 9112 §3.2)",
+     match_target_method},
     {"request-line-ws",
      "extra or misplaced whitespace in the request line: llhttp skips it, corral answers 400 "
      "(RFC 9112 §3)",
@@ -668,6 +725,10 @@ static const struct known known[] = {
      "an HTTP/1.1 request without Host, with two Host fields or an invalid Host: llhttp does "
      "not check Host, corral answers 400 (RFC 9112 §3.2)",
      match_host},
+    {"singleton",
+     "a singleton field (Content-Type, Authorization, User-Agent, ...) repeated with a "
+     "different value: llhttp reports both, corral answers 400 (RFC 9110 §5.3)",
+     match_singleton},
     {"transfer-coding",
      "a Transfer-Encoding other than a lone \"chunked\" (\"gzip, chunked\", \"chunked, "
      "chunked\", two fields): llhttp accepts a list ending in chunked, corral answers 501 "
@@ -710,8 +771,8 @@ static const struct known known[] = {
      "(RFC 9110 §9.1), llhttp rejects it",
      match_method},
     {"target-form",
-     "a target of visible ASCII that is not a well-formed URL (\"a\", \"http://a\\\"b\"): "
-     "corral accepts it and leaves its form to the WSGI layer, llhttp rejects it",
+     "a target of the right form with a byte llhttp's URL parser refuses in its path or "
+     "query: corral checks only the target's bytes and form, llhttp rejects it",
      match_target_form},
     {"chunk-ext-list",
      "a chunk extension after one with a value (\"5;a=b;c=d\"): llhttp 8.1.0 rejects the "
@@ -794,6 +855,21 @@ static const struct req builtin[] = {
     {"extension method", "FOO / HTTP/1.1\r\nHost: a\r\n\r\n"},
     {"target not a URL", "GET a HTTP/1.1\r\nHost: a\r\n\r\n"},
     {"truncated bad Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: x"},
+    {"CONNECT", "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n"},
+    {"asterisk-form with GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n"},
+    {"authority-form with GET", "GET a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n"},
+    {"ftp absolute-form", "GET ftp://a.example/b HTTP/1.1\r\nHost: a\r\n\r\n"},
+    {"two Content-Types", "POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a\r\n"
+                          "Content-Type: b\r\nContent-Length: 0\r\n\r\n"},
+    {"two User-Agents", "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: a\r\nUser-Agent: b\r\n\r\n"},
+    /* agreements on the forms corral accepts */
+    {"OPTIONS *", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"},
+    {"absolute-form https, port, userinfo",
+     "GET https://u:p@a.example:8443/b?c HTTP/1.1\r\nHost: a.example\r\n\r\n"},
+    {"absolute-form IPv6", "GET http://[::1]:8080/foo HTTP/1.1\r\nHost: a\r\n\r\n"},
+    {"same Content-Type twice", "POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a\r\n"
+                                "Content-Type: a\r\nContent-Length: 0\r\n\r\n"},
+    {"repeated list field", "GET / HTTP/1.1\r\nHost: a\r\nX-M: a\r\nX-M: b\r\n\r\n"},
 };
 
 /* ---- driver ---- */

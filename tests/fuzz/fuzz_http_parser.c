@@ -65,8 +65,28 @@ static void check_request(const char *buf, int rc, const struct request *r,
     check((size_t)rc <= lim->max_head);
     check(r->method >= buf && r->method_len > 0 && r->target_len > 0);
     check(r->target + r->target_len <= buf + rc);
-    check(r->path == r->target && r->path_len <= r->target_len);
+    check(r->path >= r->target && r->path + r->path_len <= r->target + r->target_len);
     check(r->query + r->query_len == r->target + r->target_len);
+    check(!(r->method_len == 7 && memcmp(r->method, "CONNECT", 7) == 0)); /* always 501 */
+    switch (r->form) {
+    case REQUEST_FORM_ORIGIN:
+        check(r->path == r->target && r->target[0] == '/' && !r->authority && !r->userinfo);
+        break;
+    case REQUEST_FORM_ASTERISK:
+        check(r->target_len == 1 && r->target[0] == '*' && !r->authority && !r->userinfo);
+        check(r->method_len == 7 && memcmp(r->method, "OPTIONS", 7) == 0);
+        break;
+    case REQUEST_FORM_ABSOLUTE: /* scheme "://" [userinfo] authority, then the path */
+        check(r->authority && r->authority_len > 0 && r->authority > r->target + 6);
+        check(r->authority + r->authority_len == r->path);
+        check(!memchr(r->authority, '@', r->authority_len));
+        check(!r->userinfo || r->userinfo + r->userinfo_len == r->authority);
+        check(!r->userinfo || (r->userinfo_len > 0 && r->userinfo[r->userinfo_len - 1] == '@'));
+        check(r->path_len == 0 || r->path[0] == '/');
+        break;
+    default:
+        check(false);
+    }
     check(r->minor_version == 0 || r->minor_version == 1);
     check(r->num_headers <= lim->max_headers);
     check(!r->chunked || r->content_length == -1);

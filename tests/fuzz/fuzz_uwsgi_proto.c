@@ -22,7 +22,9 @@
  *  - uwsgi_request_fill() on the parsed vars: its result is NO_METHOD exactly when there is no
  *    REQUEST_METHOD; target is REQUEST_URI (or ""), path and query lie within it and split it
  *    at the first '?' (path_len + 1 + query_len == target_len when there is one);
- *    content_length >= -1, and agrees with http_parse_content_length() when accepted.
+ *    content_length >= -1, and agrees with http_parse_content_length() when accepted; the
+ *    form is origin-form with no authority; AMBIGUOUS exactly when (method and length being
+ *    fine) a singleton HTTP_* var is repeated with a different value.
  * The input is copied into a buffer of exactly its size, so ASan catches any read past it.
  */
 #include <stdbool.h>
@@ -201,6 +203,20 @@ static void check_tight_limits(const char *buf, size_t len, const struct outcome
 
 #define FIND(o, lit) uwsgi_var_find((o)->vars, (o)->n, lit, sizeof(lit) - 1)
 
+/* A singleton header var given twice with different values (the plain statement). */
+static bool has_ambiguous(const struct outcome *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (o->vars[i].key_len == o->vars[j].key_len &&
+                memcmp(o->vars[i].key, o->vars[j].key, o->vars[i].key_len) == 0 &&
+                uwsgi_var_is_singleton(&o->vars[i]) &&
+                (o->vars[i].val_len != o->vars[j].val_len ||
+                 memcmp(o->vars[i].val, o->vars[j].val, o->vars[i].val_len) != 0))
+                return true;
+    return false;
+}
+
 /* The request that uwsgi_request_fill() makes of a successful parse's vars. */
 static void check_request_fill(const struct outcome *o)
 {
@@ -211,7 +227,8 @@ static void check_request_fill(const struct outcome *o)
 
     memset(&r, 0xa5, sizeof(r));
     enum uwsgi_request_error err = uwsgi_request_fill(&r, o->vars, o->n);
-    check(err == UWSGI_REQ_OK || err == UWSGI_REQ_NO_METHOD || err == UWSGI_REQ_BAD_LENGTH);
+    check(err == UWSGI_REQ_OK || err == UWSGI_REQ_NO_METHOD || err == UWSGI_REQ_BAD_LENGTH ||
+          err == UWSGI_REQ_AMBIGUOUS);
     check(uwsgi_request_strerror(err) != NULL);
     check((err == UWSGI_REQ_NO_METHOD) == (method == NULL));
     check(r.vars == o->vars && r.num_vars == o->n);
@@ -219,6 +236,7 @@ static void check_request_fill(const struct outcome *o)
     check(!r.keep_alive && !r.chunked && !r.expect_continue);
     check(r.minor_version == 0 || r.minor_version == 1);
     check(r.content_length >= -1);
+    check(r.form == REQUEST_FORM_ORIGIN && r.authority == NULL && r.userinfo == NULL);
 
     /* target: REQUEST_URI, or "" */
     check(r.target != NULL);
@@ -241,13 +259,14 @@ static void check_request_fill(const struct outcome *o)
 
     if (err == UWSGI_REQ_NO_METHOD) return;
     check(r.method == method->val && r.method_len == method->val_len);
+    enum uwsgi_request_error fine = has_ambiguous(o) ? UWSGI_REQ_AMBIGUOUS : UWSGI_REQ_OK;
     if (!length || length->val_len == 0) {
-        check(err == UWSGI_REQ_OK && r.content_length == -1);
+        check(err == fine && r.content_length == -1);
         return;
     }
     int64_t v = http_parse_content_length(length->val, length->val_len);
     check((err == UWSGI_REQ_BAD_LENGTH) == (v < 0));
-    if (err == UWSGI_REQ_OK) check(r.content_length == v);
+    if (v >= 0) check(err == fine && r.content_length == v);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

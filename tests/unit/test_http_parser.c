@@ -50,6 +50,7 @@ struct head_case {
     const char *line;              /* "method target path=P query=Q 1.minor" */
     const char *sem;               /* "cl=N chunked=B keep_alive=B expect=B" */
     const char *headers;           /* "name=value|name=value" */
+    const char *form;              /* "origin|absolute|asterisk authority=A userinfo=U" */
 };
 
 /* 19 + 19 + 2 bytes: exactly 40 (for the max_head boundary cases). */
@@ -118,14 +119,118 @@ static struct head_case head_cases[] = {
      .line = "GET /caf\\xc3\\xa9 path=/caf\\xc3\\xa9 query= 1.1", .headers = "Host=a|X=\\xff\\x80"},
     {"leading empty lines skipped", "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
      .line = "GET / path=/ query= 1.1"},
-    {"extension method", "M-SEARCH * HTTP/1.1\r\nHost: a\r\n\r\n",
-     .line = "M-SEARCH * path=* query= 1.1"},
+    {"extension method", "M-SEARCH /x HTTP/1.1\r\nHost: a\r\n\r\n",
+     .line = "M-SEARCH /x path=/x query= 1.1"},
     {"lowercase method is a token", "get / HTTP/1.1\r\nHost: a\r\n\r\n",
      .line = "get / path=/ query= 1.1"},
+
+    /* ---- request-target forms (RFC 9112 §3.2) ---- */
+    {"origin-form", "GET /a?b HTTP/1.1\r\nHost: a\r\n\r\n", .form = "origin authority= userinfo="},
     {"absolute-form", "GET http://a.example/b?c HTTP/1.1\r\nHost: a.example\r\n\r\n",
-     .line = "GET http://a.example/b?c path=http://a.example/b query=c 1.1"},
-    {"authority-form", "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
-     .line = "CONNECT a.example:443 path=a.example:443 query= 1.1"},
+     .line = "GET http://a.example/b?c path=/b query=c 1.1",
+     .form = "absolute authority=a.example userinfo="},
+    {"absolute-form https, any case, port",
+     "POST HTTPS://A.example:8443/p/q%20r HTTP/1.1\r\nHost: other\r\n\r\n",
+     .line = "POST HTTPS://A.example:8443/p/q%20r path=/p/q%20r query= 1.1",
+     .form = "absolute authority=A.example:8443 userinfo="},
+    {"absolute-form IPv6 literal", "GET http://[::1]:8080/foo HTTP/1.1\r\nHost: x\r\n\r\n",
+     .line = "GET http://[::1]:8080/foo path=/foo query= 1.1",
+     .form = "absolute authority=[::1]:8080 userinfo="},
+    {"absolute-form userinfo", "GET http://user:pass@host/x HTTP/1.1\r\nHost: host\r\n\r\n",
+     .line = "GET http://user:pass@host/x path=/x query= 1.1",
+     .form = "absolute authority=host userinfo=user:pass@"},
+    {"absolute-form empty path", "GET http://a.example HTTP/1.1\r\nHost: a\r\n\r\n",
+     .line = "GET http://a.example path= query= 1.1",
+     .form = "absolute authority=a.example userinfo="},
+    {"absolute-form empty path, query", "GET http://a.example?x=/y HTTP/1.1\r\nHost: a\r\n\r\n",
+     .line = "GET http://a.example?x=/y path= query=x=/y 1.1",
+     .form = "absolute authority=a.example userinfo="},
+    {"absolute-form empty port", "GET http://a:/ HTTP/1.0\r\n\r\n",
+     .form = "absolute authority=a: userinfo="},
+    {"absolute-form in HTTP/1.0 without Host", "GET http://a/b HTTP/1.0\r\n\r\n",
+     .line = "GET http://a/b path=/b query= 1.0", .form = "absolute authority=a userinfo="},
+    {"asterisk-form with OPTIONS", "OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+     .line = "OPTIONS * path=* query= 1.1", .form = "asterisk authority= userinfo="},
+    {"CONNECT authority-form", "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+     .status = 501},
+    {"CONNECT origin-form", "CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n", .status = 501},
+    {"CONNECT 501 before header errors", "CONNECT a:1 HTTP/1.1\r\nHost : a\r\n\r\n", .status = 501},
+    {"connect is not CONNECT", "connect a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"authority-form with GET", "GET a.example:443 HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"asterisk-form with GET", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"asterisk-form with options", "options * HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"asterisk-form with extension method", "M-SEARCH * HTTP/1.1\r\nHost: a\r\n\r\n",
+     .status = 400},
+    {"asterisk then more", "OPTIONS *x HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"origin-form without slash", "GET foo/bar HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"origin-form query only", "GET ?x HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form other scheme", "GET ftp://a/b HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form no slashes", "GET http:/a/b HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form scheme only", "GET http:// HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form empty host", "GET http:///b HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form port only", "GET http://:80/b HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form empty host after userinfo", "GET http://u@/b HTTP/1.1\r\nHost: a\r\n\r\n",
+     .status = 400},
+    {"absolute-form bad port", "GET http://a:8x/b HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form two colons", "GET http://a:1:2/b HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form unclosed IPv6", "GET http://[::1/b HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form empty IPv6", "GET http://[]/b HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form junk after IPv6", "GET http://[::1]x/b HTTP/1.1\r\nHost: a\r\n\r\n",
+     .status = 400},
+    {"absolute-form obs-text host", "GET http://caf\xc3\xa9/ HTTP/1.1\r\nHost: a\r\n\r\n",
+     .status = 400},
+    {"absolute-form bad userinfo", "GET http://a\"b@c/ HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form two @", "GET http://a@b@c/ HTTP/1.1\r\nHost: a\r\n\r\n", .status = 400},
+    {"absolute-form still needs Host in 1.1", "GET http://a/b HTTP/1.1\r\n\r\n", .status = 400},
+
+    /* ---- repeated fields (RFC 9110 §5.3) ---- */
+    {"repeated list field kept", "GET / HTTP/1.1\r\nHost: a\r\nX-M: a\r\nX-M: b\r\n\r\n",
+     .headers = "Host=a|X-M=a|X-M=b"},
+    {"repeated singleton, same value",
+     "GET / HTTP/1.1\r\nHost: a\r\nContent-Type: a\r\ncontent-type:  a \r\n\r\n",
+     .headers = "Host=a|Content-Type=a|content-type=a"},
+    {"repeated Content-Type differs",
+     "POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a\r\nContent-Type: b\r\n\r\n", .status = 400},
+    {"repeated Content-Type differs in case",
+     "POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a\r\nContent-Type: A\r\n\r\n", .status = 400},
+    {"repeated Authorization differs",
+     "GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Basic x\r\nX: 1\r\nauthorization: Basic y\r\n"
+     "\r\n",
+     .status = 400},
+    {"repeated Proxy-Authorization differs",
+     "GET / HTTP/1.1\r\nHost: a\r\nProxy-Authorization: a\r\nProxy-Authorization: b\r\n\r\n",
+     .status = 400},
+    {"repeated User-Agent differs",
+     "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: a\r\nUser-Agent: b\r\n\r\n", .status = 400},
+    {"repeated Referer differs", "GET / HTTP/1.1\r\nHost: a\r\nReferer: a\r\nReferer: b\r\n\r\n",
+     .status = 400},
+    {"repeated Range differs", "GET / HTTP/1.1\r\nHost: a\r\nRange: a\r\nRange: b\r\n\r\n",
+     .status = 400},
+    {"repeated If-Range differs", "GET / HTTP/1.1\r\nHost: a\r\nIf-Range: a\r\nIf-Range: b\r\n\r\n",
+     .status = 400},
+    {"repeated If-Modified-Since differs",
+     "GET / HTTP/1.1\r\nHost: a\r\nIf-Modified-Since: a\r\nIf-Modified-Since: b\r\n\r\n",
+     .status = 400},
+    {"repeated If-Unmodified-Since differs",
+     "GET / HTTP/1.1\r\nHost: a\r\nIf-Unmodified-Since: a\r\nIf-Unmodified-Since: b\r\n\r\n",
+     .status = 400},
+    {"repeated Date differs", "GET / HTTP/1.1\r\nHost: a\r\nDate: a\r\nDate: b\r\n\r\n",
+     .status = 400},
+    {"repeated From differs", "GET / HTTP/1.1\r\nHost: a\r\nFrom: a\r\nFrom: b\r\n\r\n",
+     .status = 400},
+    {"repeated Max-Forwards differs",
+     "GET / HTTP/1.1\r\nHost: a\r\nMax-Forwards: 1\r\nMax-Forwards: 2\r\n\r\n", .status = 400},
+    {"repeated Content-Location differs",
+     "PUT / HTTP/1.1\r\nHost: a\r\nContent-Location: a\r\nContent-Location: b\r\n\r\n",
+     .status = 400},
+    {"repeated Content-Range differs",
+     "PUT / HTTP/1.1\r\nHost: a\r\nContent-Range: a\r\nContent-Range: b\r\n\r\n", .status = 400},
+    {"repeated Cookie is a list", "GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+     .headers = "Host=a|Cookie=a=1|Cookie=b=2"},
+    {"singleton near misses are lists",
+     "GET / HTTP/1.1\r\nHost: a\r\nContent-Typf: a\r\nContent-Typf: b\r\nDatf: a\r\nDatf: b\r\n"
+     "\r\n",
+     .headers = "Host=a|Content-Typf=a|Content-Typf=b|Datf=a|Datf=b"},
     {"Host IPv6 literal and port", "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
      .headers = "Host=[::1]:8080"},
     {"empty Host", "GET / HTTP/1.1\r\nHost:\r\n\r\n", .headers = "Host="},
@@ -336,6 +441,18 @@ static void check_line(const struct request *r, const char *want)
     assert_string_equal(b.s, want);
 }
 
+static void check_form(const struct request *r, const char *want)
+{
+    static const char *const names[] = {"origin", "absolute", "asterisk"};
+    struct sb b = {.n = 0};
+    sb_str(&b, names[r->form]);
+    sb_str(&b, " authority=");
+    if (r->authority) sb_add(&b, r->authority, r->authority_len);
+    sb_str(&b, " userinfo=");
+    if (r->userinfo) sb_add(&b, r->userinfo, r->userinfo_len);
+    assert_string_equal(b.s, want);
+}
+
 static void check_sem(const struct request *r, const char *want)
 {
     char got[128];
@@ -369,6 +486,11 @@ static void check_views_inside(const struct request *r, const char *buf, size_t 
     assert_true(view_in(r->target, r->target_len, buf, head));
     assert_true(view_in(r->path, r->path_len, buf, head));
     assert_true(view_in(r->query, r->query_len, buf, head));
+    assert_true(r->path >= r->target && r->path + r->path_len <= r->target + r->target_len);
+    if (r->authority)
+        assert_true(view_in(r->authority, r->authority_len, r->target, r->target_len));
+    if (r->userinfo) assert_true(view_in(r->userinfo, r->userinfo_len, r->target, r->target_len));
+    assert_int_equal(r->form == REQUEST_FORM_ABSOLUTE, r->authority != NULL);
     for (size_t i = 0; i < r->num_headers; i++) {
         const struct http_header *h = &r->headers[i];
         assert_true(view_in(h->name, h->name_len, buf, head));
@@ -430,6 +552,7 @@ static void test_head_case(void **state)
         if (c->line) check_line(&r, c->line);
         if (c->sem) check_sem(&r, c->sem);
         if (c->headers) check_headers(&r, c->headers);
+        if (c->form) check_form(&r, c->form);
     }
     check_head_splits(end, c->input, len, lim, rc, status);
     guard_free(&g);
@@ -799,6 +922,40 @@ static void test_content_length_bounded(void **state)
     assert_int_equal(http_parse_content_length("92233720368547758070", 19), INT64_MAX);
 }
 
+/* The singleton list wsgi.c and the uwsgi adapter share with the parser. */
+static void test_field_is_singleton(void **state)
+{
+    static const char *const yes[] = {
+        "Host",
+        "content-length",
+        "Authorization",
+        "PROXY-AUTHORIZATION",
+        "Content-Type",
+        "Content-Location",
+        "Content-Range",
+        "Date",
+        "From",
+        "If-Modified-Since",
+        "If-Unmodified-Since",
+        "If-Range",
+        "Max-Forwards",
+        "Range",
+        "Referer",
+        "User-Agent",
+    };
+    static const char *const no[] = {
+        "Cookie", "Accept",     "X-Forwarded-For",   "Forwarded",
+        "Expect", "Connection", "Transfer-Encoding", "Hosts",
+        "Dat",    "User_Agent", "Content-Typ",       "Via",
+        "",
+    };
+    (void)state;
+    for (size_t i = 0; i < ARRAY_SIZE(yes); i++)
+        assert_true(http_field_is_singleton(yes[i], strlen(yes[i])));
+    for (size_t i = 0; i < ARRAY_SIZE(no); i++)
+        assert_false(http_field_is_singleton(no[i], strlen(no[i])));
+}
+
 int main(void)
 {
     static const struct CMUnitTest fixed[] = {
@@ -811,6 +968,7 @@ int main(void)
         cmocka_unit_test(test_head_empty),
         cmocka_unit_test(test_content_length),
         cmocka_unit_test(test_content_length_bounded),
+        cmocka_unit_test(test_field_is_singleton),
     };
     static struct CMUnitTest
         tests[ARRAY_SIZE(head_cases) + ARRAY_SIZE(chunk_cases) + ARRAY_SIZE(fixed)];

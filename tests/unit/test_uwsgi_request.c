@@ -40,6 +40,9 @@ static void scribble(struct request *r)
     r->method = r->target = r->path = r->query = "junk";
     r->method_len = r->target_len = r->path_len = r->query_len = 99;
     r->minor_version = 7;
+    r->form = REQUEST_FORM_ASTERISK;
+    r->authority = r->userinfo = "junk";
+    r->authority_len = r->userinfo_len = 99;
     r->headers = HEADERS;
     r->num_headers = 42;
     r->content_length = 77;
@@ -114,6 +117,11 @@ static void test_fill_typical(void **state)
     assert_false(r.expect_continue);
     assert_null(r.headers);
     assert_int_equal(r.num_headers, 0);
+    assert_int_equal(r.form, REQUEST_FORM_ORIGIN); /* nginx's REQUEST_URI is origin-form */
+    assert_null(r.authority);
+    assert_int_equal(r.authority_len, 0);
+    assert_null(r.userinfo);
+    assert_int_equal(r.userinfo_len, 0);
     assert_ptr_equal(r.vars, vars);
     assert_int_equal(r.num_vars, ARRAY_SIZE(vars));
     /* the connection's fields are left */
@@ -306,6 +314,81 @@ static void test_fill_first_of_repeated(void **state)
     assert_int_equal(r.content_length, 1);
 }
 
+/* nginx passes a header repeated on the request as repeated HTTP_* vars. A list-based one, or
+ * a singleton one with the same value again, is fine (the environ joins or keeps it once); a
+ * singleton one with a different value is as ambiguous as the HTTP listener's 400. */
+static void test_fill_repeated_headers(void **state)
+{
+    const struct uwsgi_var lists[] = {
+        V("REQUEST_METHOD", "GET"),   V("HTTP_X_MULTI", "a"),       V("HTTP_COOKIE", "a=1"),
+        V("HTTP_X_MULTI", "b"),       V("HTTP_COOKIE", "b=2"),      V("HTTP_USER_AGENT", "u"),
+        V("HTTP_USER_AGENT", "u"),    V("HTTP_AUTHORIZATION", "x"), V("REQUEST_URI", "/1"),
+        V("HTTP_AUTHORIZATION", "x"), V("REQUEST_URI", "/2"),       V("HTTP_X_USER_AGENT", "a"),
+        V("HTTP_X_USER_AGENT", "b"),
+    };
+    static const char *const singletons[] = {
+        "HTTP_AUTHORIZATION",
+        "HTTP_PROXY_AUTHORIZATION",
+        "HTTP_CONTENT_TYPE",
+        "HTTP_CONTENT_LOCATION",
+        "HTTP_CONTENT_RANGE",
+        "HTTP_DATE",
+        "HTTP_FROM",
+        "HTTP_IF_MODIFIED_SINCE",
+        "HTTP_IF_UNMODIFIED_SINCE",
+        "HTTP_IF_RANGE",
+        "HTTP_MAX_FORWARDS",
+        "HTTP_RANGE",
+        "HTTP_REFERER",
+        "HTTP_USER_AGENT",
+        "HTTP_HOST",
+        "HTTP_CONTENT_LENGTH",
+    };
+    struct request r;
+    (void)state;
+
+    assert_int_equal(fill(&r, lists, ARRAY_SIZE(lists)), UWSGI_REQ_OK);
+    for (size_t i = 0; i < ARRAY_SIZE(singletons); i++) {
+        struct uwsgi_var vars[] = {
+            V("REQUEST_METHOD", "GET"),
+            {singletons[i], strlen(singletons[i]), "a", 1},
+            V("HTTP_X", "1"),
+            {singletons[i], strlen(singletons[i]), "b", 1},
+        };
+        assert_true(uwsgi_var_is_singleton(&vars[1]));
+        assert_int_equal(fill(&r, vars, ARRAY_SIZE(vars)), UWSGI_REQ_AMBIGUOUS);
+        vars[3].val = "a";
+        assert_int_equal(fill(&r, vars, ARRAY_SIZE(vars)), UWSGI_REQ_OK);
+    }
+}
+
+/* Which vars are request headers, and which of those are singleton fields. */
+static void test_var_is_singleton(void **state)
+{
+    const struct uwsgi_var header[] = {V("HTTP_X", "1"), V("HTTP_COOKIE", "1")};
+    const struct uwsgi_var not_header[] = {V("HTTP_", "1"), V("HTTP", "1"), V("CONTENT_TYPE", "1"),
+                                           V("http_x", "1")};
+    const struct uwsgi_var not_singleton[] = {
+        V("HTTP_COOKIE", "1"),
+        V("HTTP_X_FORWARDED_FOR", "1"),
+        V("HTTP_USER-AGENT", "1"),
+        V("HTTP_USER_AGENTS", "1"),
+        V("CONTENT_TYPE", "1"),
+        V("REQUEST_URI", "1"),
+        V("HTTP_ACCEPT", "1"),
+        V("HTTP_", "1"),
+        V("HTTP_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX", "1"),
+    };
+    (void)state;
+
+    for (size_t i = 0; i < ARRAY_SIZE(header); i++)
+        assert_true(uwsgi_var_is_header(&header[i]));
+    for (size_t i = 0; i < ARRAY_SIZE(not_header); i++)
+        assert_false(uwsgi_var_is_header(&not_header[i]));
+    for (size_t i = 0; i < ARRAY_SIZE(not_singleton); i++)
+        assert_false(uwsgi_var_is_singleton(&not_singleton[i]));
+}
+
 /* ---------------------------------------------------------------- var_find, strerror */
 
 /* The first var with exactly that key; NULL when absent; a prefix is a different key. */
@@ -337,8 +420,8 @@ static void test_var_find(void **state)
 /* Every error has its own lowercase-initial description; others get "unknown error". */
 static void test_strerror(void **state)
 {
-    const enum uwsgi_request_error all[] = {UWSGI_REQ_OK, UWSGI_REQ_NO_METHOD,
-                                            UWSGI_REQ_BAD_LENGTH};
+    const enum uwsgi_request_error all[] = {UWSGI_REQ_OK, UWSGI_REQ_NO_METHOD, UWSGI_REQ_BAD_LENGTH,
+                                            UWSGI_REQ_AMBIGUOUS};
     (void)state;
 
     for (size_t i = 0; i < ARRAY_SIZE(all); i++) {
@@ -365,6 +448,8 @@ int main(void)
         cmocka_unit_test(test_fill_no_method),
         cmocka_unit_test(test_fill_no_vars),
         cmocka_unit_test(test_fill_first_of_repeated),
+        cmocka_unit_test(test_fill_repeated_headers),
+        cmocka_unit_test(test_var_is_singleton),
         cmocka_unit_test(test_var_find),
         cmocka_unit_test(test_strerror),
     };
