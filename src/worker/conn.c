@@ -499,6 +499,12 @@ static void request_line(char *dst, size_t cap, const struct request *r)
     }
     memcpy(dst, r->method, m);
     dst[m] = ' ';
+    if (r->userinfo_len) { /* an absolute-form target's "user:pass@" is no one's business */
+        size_t before = (size_t)(r->userinfo - r->target);
+        snprintf(dst + m + 1, cap - m - 1, "%.*s%.*s", (int)before, r->target,
+                 (int)(r->target_len - before - r->userinfo_len), r->userinfo + r->userinfo_len);
+        return;
+    }
     memcpy(dst + m + 1, r->target, t);
     dst[m + 1 + t] = '\0';
 }

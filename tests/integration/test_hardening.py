@@ -326,3 +326,13 @@ def data_kib(pid):
             if line.startswith("VmData:"):
                 return int(line.split()[1])
     raise AssertionError("no VmData for %d" % pid)
+
+
+def test_userinfo_of_an_absolute_target_stays_out_of_the_log(corral):
+    """GET http://user:secret@host/... : the credentials never reach the access log."""
+    srv = corral(app="rp_slots.py")
+    with srv.raw() as c:
+        c.send(b"GET http://user:secret@localhost/pid HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert c.read_response().status == 200
+    log = srv.wait_log("=> 200")
+    assert "secret" not in log and "GET http://localhost/pid" in log, log

@@ -160,6 +160,9 @@ static void test_defaults(void **state)
     assert_int_equal(r.cfg.post_buffering, 1048576);
     assert_int_equal(r.cfg.http_timeout, 60);
     assert_int_equal(r.cfg.keepalive_timeout, 15);
+    assert_int_equal(r.cfg.response_buffer, 262144);
+    assert_int_equal(r.cfg.thread_queue, 0);
+    assert_string_equal(r.cfg.forwarded_allow_ips, "127.0.0.1");
     assert_int_equal(r.cfg.graceful_timeout, 30);
     assert_false(r.cfg.master);
     assert_false(r.cfg.die_on_term);
@@ -876,6 +879,9 @@ static void test_help_covers_table(void **state)
         "post-buffering",
         "http-timeout",
         "http-keepalive-timeout",
+        "response-buffer",
+        "thread-queue",
+        "forwarded-allow-ips",
         "graceful-timeout",
         "master",
         "die-on-term",
