@@ -132,13 +132,19 @@ static const struct opt opts[] = {
      .group = "Requests", .arg = "BYTES",
      .help = "largest request head (request line and headers) accepted"},
     {.name = "limit-post", .type = OPT_LLONG, .off = F(limit_post),
-     .def = "0", .min = 0, .max = CONFIG_BYTES_MAX, .flags = OPT_F_SIZE,
+     .def = "100M", .min = 0, .max = CONFIG_BYTES_MAX, .flags = OPT_F_SIZE,
      .group = "Requests", .arg = "BYTES",
-     .help = "largest request body accepted; 0: no limit"},
+     .help = "largest request body accepted (413 beyond); 0: no limit"},
     {.name = "post-buffering", .type = OPT_LLONG, .off = F(post_buffering),
      .def = "1048576", .min = 0, .max = CONFIG_BYTES_MAX, .flags = OPT_F_SIZE,
      .group = "Requests", .arg = "BYTES",
      .help = "request bodies larger than this go to a temporary file"},
+    {.name = "spool-dir", .type = OPT_STR, .off = F(spool_dir), .group = "Requests",
+     .arg = "DIR", .help = "where bodies above --post-buffering are spooled ($TMPDIR or /tmp)"},
+    {.name = "spool-max", .type = OPT_LLONG, .off = F(spool_max),
+     .def = "1G", .min = 0, .max = CONFIG_BYTES_MAX, .flags = OPT_F_SIZE,
+     .group = "Requests", .arg = "BYTES",
+     .help = "spooled body bytes a worker holds at once (503 beyond); 0: no limit"},
     {.name = "http-timeout", .type = OPT_INT, .off = F(http_timeout),
      .def = "60", .min = 1, .max = 86400,
      .group = "Requests", .arg = "SECONDS",
@@ -894,6 +900,13 @@ static int validate(const struct config *cfg, char *err, size_t errlen)
         return fail(err, errlen, "no listener: give --http or --socket");
     if (forwarded_allow_parse(cfg->forwarded_allow_ips, &allow, why, sizeof(why)) < 0)
         return fail(err, errlen, "--forwarded-allow-ips: %s", why);
+    if (cfg->spool_dir) {
+        struct stat st;
+        if (stat(cfg->spool_dir, &st) < 0)
+            return fail(err, errlen, "--spool-dir %s: %s", cfg->spool_dir, strerror(errno));
+        if (!S_ISDIR(st.st_mode))
+            return fail(err, errlen, "--spool-dir %s: not a directory", cfg->spool_dir);
+    }
     return 0; /* --env values were checked for '=' as they came in (OPT_F_KEYVAL) */
 }
 

@@ -64,9 +64,12 @@ struct config {
 
     /* HTTP and request limits */
     int buffer_size;          /* --buffer-size: max request head bytes (16384) */
-    long long limit_post;     /* --limit-post: max request body bytes, 0 = unlimited (0) */
+    long long limit_post;     /* --limit-post: max request body bytes, 0 = unlimited (100M) */
     long long post_buffering; /* --post-buffering: bodies above this many bytes spill to a
                                  temporary file instead of memory (1 MiB) */
+    char *spool_dir;          /* --spool-dir: where spilled bodies go; NULL: $TMPDIR or /tmp */
+    long long spool_max;      /* --spool-max: spilled body bytes a worker holds at once, 0 = no
+                                 limit (1G) */
     int http_timeout;         /* --http-timeout: seconds to receive a request head or body (60) */
     int keepalive_timeout;    /* --http-keepalive-timeout: idle seconds between requests (15) */
     int response_buffer;      /* --response-buffer: response bytes a connection holds before

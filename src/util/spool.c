@@ -59,7 +59,7 @@ static int write_all(int fd, const char *p, size_t n)
 
 static int spill(struct spool *s)
 {
-    const char *dir = getenv("TMPDIR");
+    const char *dir = s->dir ? s->dir : getenv("TMPDIR");
     int err;
 
     s->fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);

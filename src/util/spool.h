@@ -21,6 +21,7 @@ struct spool {
     uint64_t size;      /* bytes stored */
     uint64_t threshold; /* memory limit before spilling (--post-buffering) */
     const char *view;   /* zero-copy case: the whole body lies in the connection's buffer */
+    const char *dir;    /* where the file goes (--spool-dir); NULL: $TMPDIR, else /tmp */
 };
 
 void spool_init(struct spool *s, uint64_t threshold);

@@ -183,6 +183,7 @@ static struct conn *conn_get(struct conn_ctx *x, const struct listener *ls)
         out_init(&c->stage);
         pthread_mutex_init(&c->wire_mu, NULL);
         spool_init(&c->body, (uint64_t)x->cfg->post_buffering);
+        c->body.dir = x->cfg->spool_dir;
     }
     c->x = x;
     c->ls = ls;
@@ -213,6 +214,13 @@ static void conn_free(struct conn *c)
     free(c->headers);
     free(c->vars);
     free(c);
+}
+
+/* Empties the body for the next request, and counts its file out of the worker's total. */
+static void reset_body(struct conn *c)
+{
+    if (c->body.fd >= 0) c->x->spooled -= c->body.size;
+    spool_reset(&c->body);
 }
 
 static void not_fresh(struct conn *c)
@@ -270,7 +278,7 @@ void conn_reap(struct conn_ctx *x)
     while (x->closed) {
         struct conn *c = x->closed;
         x->closed = c->next;
-        spool_reset(&c->body);
+        reset_body(c);
         recycle_out(&c->wire);
         recycle_out(&c->stage);
         c->next = x->spare;
@@ -467,6 +475,7 @@ static void fail_request(struct conn *c, int status, const char *why)
 {
     log_info("%s:%s: %d %s: %s", c->addr, c->port, status, http_reason(status), why);
     http_error_response(out_bytes(&c->wire), status, true);
+    reset_body(c); /* nobody will read it: its memory and file go now, not after lingering */
     c->keep_alive = false;
     c->closing = c->linger = true;
     not_fresh(c);
@@ -539,7 +548,7 @@ static void request_done(struct conn *c)
     if (log_access_enabled()) log_access(c);
     if (!c->call.keep_alive) c->keep_alive = false;
     if (!c->keep_alive) c->closing = true;
-    spool_reset(&c->body);
+    reset_body(c);
     if (rest > 0) memmove(c->rbuf, c->rbuf + c->pos, rest);
     c->rlen = rest;
     c->head_len = c->pos = 0;
@@ -823,14 +832,23 @@ static void compact(struct conn *c)
 
 static int spool(struct conn *c, const char *p, size_t n)
 {
-    long long limit = c->x->cfg->limit_post;
+    struct conn_ctx *x = c->x;
+    long long limit = x->cfg->limit_post;
+    bool to_file = c->body.fd >= 0 || c->body.size + n > c->body.threshold;
+    uint64_t in_file = c->body.fd >= 0 ? c->body.size : 0;
     int err;
 
     if (limit && c->body.size + n > (uint64_t)limit) {
         fail_request(c, 413, "request body above --limit-post");
         return -1;
     }
+    if (to_file && x->cfg->spool_max &&
+        x->spooled - in_file + c->body.size + n > (uint64_t)x->cfg->spool_max) {
+        fail_request(c, 503, "the worker's spooled bodies would pass --spool-max");
+        return -1;
+    }
     err = spool_append(&c->body, p, n);
+    if (c->body.fd >= 0) x->spooled += c->body.size - in_file;
     if (err) {
         log_error("cannot store a request body: %s", strerror(-err));
         fail_request(c, 500, "cannot store the request body");

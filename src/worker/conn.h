@@ -53,6 +53,7 @@ struct conn_ctx {
     struct conn *spare;           /* freed connections kept for reuse */
     int count;                    /* open connections */
     int fresh;                    /* of those, accepted and not yet with a request (balance.h) */
+    uint64_t spooled;             /* body bytes in temporary files, all connections (--spool-max) */
     int inline_busy;              /* threads = 1: the loop thread is in the app */
     uint64_t accept_paused_until; /* loop ms: out of descriptors, not accepting until then */
 };

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from helpers import build_request, sha256
+from helpers import RawConn, build_request, pattern_bytes, sha256
 
 # --- long downloads --------------------------------------------------------------------------
 
@@ -336,3 +336,61 @@ def test_userinfo_of_an_absolute_target_stays_out_of_the_log(corral):
         assert c.read_response().status == 200
     log = srv.wait_log("=> 200")
     assert "secret" not in log and "GET http://localhost/pid" in log, log
+
+
+# --- request bodies: limits ----------------------------------------------------------------------
+
+def test_a_body_that_never_ends_is_cut_at_the_default_limit(corral, tmp_path):
+    """With no --limit-post given, a chunked body that never ends gets 413 at 100 MiB (the
+    default) instead of filling the disk; the spool goes to --spool-dir."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    srv = corral(app="echo.py", args=["--spool-dir", spool])
+    (worker,) = srv.wait_workers(1)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    try:
+        s.sendall(build_request("POST", "/?mode=read", b"", {"Transfer-Encoding": "chunked"}))
+        chunk = b"%x\r\n%s\r\n" % (1 << 20, b"x" * (1 << 20))
+        sent = 0
+        try:
+            while sent < 200:
+                s.sendall(chunk)
+                sent += 1
+                if sent == 5:
+                    time.sleep(0.3)
+                    links = [os.readlink("/proc/%d/fd/%s" % (worker, fd))
+                             for fd in os.listdir("/proc/%d/fd" % worker)]
+                    assert any(x.startswith(str(spool)) for x in links), links
+        except OSError:
+            pass  # the server answered and shut its side
+        s.settimeout(10)
+        got = s.recv(65536)
+        assert got.startswith(b"HTTP/1.1 413"), (got[:100], sent)
+    finally:
+        s.close()
+
+
+def test_spooled_bodies_of_a_worker_are_capped(corral, tmp_path):
+    """--spool-max bounds what one worker's uploads hold in temporary files at once: a body
+    that would pass it gets 503, the one already spooling is not hurt, and once it is done
+    the next upload goes through."""
+    srv = corral(app="echo.py", args=["--post-buffering", "64K", "--spool-max", "1M"])
+    first = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    body = pattern_bytes(800 << 10, seed=5)
+    try:
+        first.sendall(build_request("POST", "/?mode=read", b"",
+                                    {"Content-Length": str(len(body))}) + body[:700 << 10])
+        time.sleep(0.5)  # 700 KiB of it spooled
+        with srv.raw() as c:
+            r = c.request("POST", "/?mode=read", body)
+            assert r.status == 503, r.status
+        first.sendall(body[700 << 10:])
+        conn = RawConn.__new__(RawConn)
+        conn.sock, conn.timeout, conn.buf, conn.eof = first, 30.0, b"", False
+        r = conn.read_response()
+        assert r.status == 200 and sha256(r.body) == sha256(body)
+    finally:
+        first.close()
+    with srv.raw() as c:
+        r = c.request("POST", "/?mode=read", body)
+        assert r.status == 200 and sha256(r.body) == sha256(body)

@@ -156,7 +156,9 @@ static void test_defaults(void **state)
     assert_int_equal(r.cfg.threads, 1);
     assert_false(r.cfg.enable_threads);
     assert_int_equal(r.cfg.buffer_size, 16384);
-    assert_int_equal(r.cfg.limit_post, 0);
+    assert_int_equal(r.cfg.limit_post, 100LL << 20);
+    assert_null(r.cfg.spool_dir);
+    assert_int_equal(r.cfg.spool_max, 1LL << 30);
     assert_int_equal(r.cfg.post_buffering, 1048576);
     assert_int_equal(r.cfg.http_timeout, 60);
     assert_int_equal(r.cfg.keepalive_timeout, 15);
