@@ -526,8 +526,14 @@ static void log_access(struct conn *c)
     const struct uwsgi_var *v = uwsgi_var_find(r->vars, r->num_vars, "REMOTE_ADDR", 11);
     char who[64], what[1024];
 
+    struct forwarded_result f;
+
     if (v) /* behind nginx: the client's address, as nginx's vars say */
         log_escape(who, sizeof(who), v->val, v->val_len);
+    else if (!r->vars &&
+             forwarded_resolve(&c->x->proxies, c->addr, r->headers, r->num_headers, &f) &&
+             f.addr) /* behind a trusted HTTP proxy: the client it names, as the app sees */
+        log_escape(who, sizeof(who), f.addr, f.addr_len);
     else
         memcpy(who, c->addr, sizeof(c->addr));
     request_line(what, sizeof(what), r);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "http/forwarded.h"
 #include "http/http_parser.h"
 #include "net/loop.h"
 #include "net/sock.h"
@@ -39,7 +40,8 @@ struct conn_ctx {
     const struct config *cfg;
     struct http_limits limits;
     struct conn_timeouts timeouts;
-    struct sb_worker *sbw; /* this worker's scoreboard entry */
+    struct forwarded_allow proxies; /* --forwarded-allow-ips: the access log's client */
+    struct sb_worker *sbw;          /* this worker's scoreboard entry */
     struct scoreboard *sb;
     int sb_index;              /* this worker's index in the scoreboard */
     struct pool *pool;         /* --threads > 1: the Python threads; NULL: the loop calls */

@@ -209,6 +209,11 @@ _Noreturn void worker_main(const struct worker_args *a)
     x.limits = (struct http_limits){.max_head = (size_t)cfg->buffer_size,
                                     .max_headers = CONN_MAX_HEADERS,
                                     .max_body = (uint64_t)cfg->limit_post};
+    char why[128];
+    if (forwarded_allow_parse(cfg->forwarded_allow_ips, &x.proxies, why, sizeof(why)) < 0) {
+        log_error("--forwarded-allow-ips: %s", why); /* validated at start-up: not reached */
+        exit(WORKER_EXIT_ERROR);
+    }
     x.timeouts = (struct conn_timeouts){.request_ms = (uint32_t)cfg->http_timeout * 1000,
                                         .keepalive_ms = (uint32_t)cfg->keepalive_timeout * 1000,
                                         .linger_ms = CONN_LINGER_MS};

@@ -272,6 +272,8 @@ def test_forwarded_for_from_trusted_peer(srv):
     assert env["REMOTE_ADDR"] == "203.0.113.9"  # the rightmost untrusted hop
     assert env["wsgi.url_scheme"] == "https"
     assert env["HTTP_X_FORWARDED_FOR"] == "198.51.100.7, 203.0.113.9"  # still there
+    # the access log names the same client
+    srv.wait_log("203.0.113.9 GET / => 200")
 
 
 def test_forwarded_trusted_hops_skipped(srv):
