@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -565,6 +566,19 @@ static void request_done(struct conn *c)
     conn_enter(c, CONN_HEAD);
 }
 
+/* Set in a process the app forked (os.fork()) from inside a request. */
+static volatile sig_atomic_t forked_by_app;
+
+static void mark_forked(void)
+{
+    forked_by_app = 1;
+}
+
+void conn_watch_forks(void)
+{
+    pthread_atfork(NULL, NULL, mark_forked);
+}
+
 /* Runs one app step on the calling thread (GIL held), recorded in its scoreboard slot. */
 static enum wsgi_result run_app(struct conn *c, enum app_step step, struct sb_slot *slot)
 {
@@ -581,6 +595,12 @@ static enum wsgi_result run_app(struct conn *c, enum app_step step, struct sb_sl
         r = wsgi_resume(&c->call);
     else
         wsgi_abort(&c->call);
+    if (forked_by_app) {
+        /* a child the app forked came back from the app into corral: it must not serve */
+        log_warn("pid %d, forked by the app during %s, returned from the app: it exits",
+                 (int)getpid(), c->what);
+        _exit(0);
+    }
     scoreboard_end(slot);
     return r;
 }

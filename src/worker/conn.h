@@ -71,6 +71,8 @@ bool conn_balance(struct conn_ctx *x);
 /* The pool's callbacks: a Python thread runs a request from the app call to close(). */
 pool_run_cb conn_run_task;
 pool_done_cb conn_task_done;
+/* A process the app forks during a request exits if it returns into corral. Call once. */
+void conn_watch_forks(void);
 /* Once a second: timeouts, and closing idle connections while draining. */
 void conn_sweep(struct conn_ctx *x);
 /* After each epoll batch: frees connections closed during it. */

@@ -204,6 +204,7 @@ _Noreturn void worker_main(const struct worker_args *a)
     py_enable_faulthandler(log_fd());
     rc = start_app(cfg);
     if (rc) exit(rc);
+    conn_watch_forks();
 
     x.cfg = cfg;
     x.limits = (struct http_limits){.max_head = (size_t)cfg->buffer_size,

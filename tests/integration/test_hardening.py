@@ -394,3 +394,30 @@ def test_spooled_bodies_of_a_worker_are_capped(corral, tmp_path):
     with srv.raw() as c:
         r = c.request("POST", "/?mode=read", body)
         assert r.status == 200 and sha256(r.body) == sha256(body)
+
+
+# --- the app's own children ----------------------------------------------------------------------
+
+FORK_APP = r'''
+import os
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/fork":
+        os.fork()  # both processes go on: the child returns into the server
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_child_the_app_forks_does_not_serve(corral, threads):
+    """An app that forks inside a request and lets the child return: the child leaves (it
+    would otherwise serve on the inherited listeners, unsupervised); the worker answers."""
+    srv = corral(source=FORK_APP, args=["--threads", threads])
+    (worker,) = srv.wait_workers(1)
+    status, _, body = srv.get("/fork")
+    assert status == 200 and int(body) == worker
+    srv.wait_log("returned from the app: it exits")
+    pids = {int(srv.get("/")[2]) for _ in range(30)}
+    assert pids == {worker}, pids
