@@ -19,6 +19,7 @@ void spool_init(struct spool *s, uint64_t threshold)
     s->size = 0;
     s->threshold = threshold;
     s->view = NULL;
+    s->dir = NULL;
 }
 
 void spool_reset(struct spool *s)
