@@ -444,9 +444,10 @@ static int write_wire(struct conn *c)
 }
 
 /*
- * The app may go on: no block of its own is still on the wire (one that fits the buffer is
- * copied there first), and the wire holds at most half the buffer. A file range does not
- * count: the wire owns its own descriptor and sends it at the client's pace.
+ * The app may go on: no block of its own is still on the wire (for a waiting thread, one that
+ * fits the buffer is copied there first, so the thread goes on sooner), and the wire holds at
+ * most half the buffer. A file range does not count: the wire owns its own descriptor and
+ * sends it at the client's pace.
  */
 static bool drained(struct conn *c)
 {
@@ -454,7 +455,9 @@ static bool drained(struct conn *c)
     bool ok;
 
     lock_wire(c);
-    ok = !out_settle(&c->wire, limit) && out_buffered(&c->wire) <= limit / 2;
+    /* only a thread waiting on the block is worth a copy; the loop itself just waits */
+    ok = !(c->on_thread ? out_settle(&c->wire, limit) : out_has_block(&c->wire)) &&
+         out_buffered(&c->wire) <= limit / 2;
     unlock_wire(c);
     return ok;
 }
