@@ -45,12 +45,12 @@ NET     := src/net/loop.c src/net/sock.c src/net/out.c src/stats/scoreboard.c
 PYSRC   := src/python/py.c src/python/wsgi.c src/python/py_input.c
 WORKER  := src/worker/conn.c src/worker/conn_state.c src/worker/balance.c src/worker/pool.c \
            src/worker/worker.c
-MASTER  := src/master/master.c src/master/signals.c
+MASTER  := src/master/master.c src/master/signals.c src/master/decide.c
 SRCS    := $(UTIL) $(CONFIG) $(PARSERS) $(NET) $(PYSRC) $(WORKER) $(MASTER) src/main.c
 obj      = $(patsubst src/%.c,$(O)/obj/%.o,$(1))
 
 UNIT_TESTS := http_parser uwsgi_proto ini config buf loop out conn_state uwsgi_request balance \
-              forwarded
+              forwarded master
 UNIT_DEPS_buf         := $(UTIL)
 UNIT_DEPS_http_parser := $(UTIL) src/http/http_parser.c src/http/http_response.c
 UNIT_DEPS_uwsgi_proto := $(UTIL) src/uwsgi/uwsgi_proto.c
@@ -61,6 +61,7 @@ UNIT_DEPS_loop        := $(UTIL) src/net/loop.c
 UNIT_DEPS_out         := $(UTIL) src/net/out.c
 UNIT_DEPS_conn_state  := $(UTIL) src/worker/conn_state.c
 UNIT_DEPS_balance     := $(UTIL) src/worker/balance.c
+UNIT_DEPS_master      := $(UTIL) src/master/decide.c
 UNIT_DEPS_uwsgi_request := $(UTIL) src/uwsgi/uwsgi_proto.c src/uwsgi/uwsgi_request.c \
                            src/http/http_parser.c
 

@@ -1,10 +1,12 @@
 /*
- * master.c - the master process (see master.h).
+ * master.c - the master process (see master.h): everything the master does to the world.
  *
- * One process table, procs[], holds every worker of the current and of the previous
- * generation (during a reload); its index is also the worker's scoreboard entry. The master's
- * loop is a flat list of "if this happened, do that": take a signal (sigtimedwait), reap,
- * then bring the table back to what it should be (spawn, stop, kill, exit).
+ * All it knows is one struct master: the config, the listeners, the scoreboard, the touch
+ * files' mtimes, and the decision state (struct master_state, master/decide.h: the process
+ * table, generations, reloads in progress and queued). What to do is decided by one pure
+ * function, master_decide(); this file turns what happened into its events (a signal taken
+ * with sigtimedwait, a child reaped, a touch file changed, a tick with what the scoreboard
+ * shows) and performs the actions it returns: fork, kill, log, exec, notify systemd, exit.
  */
 #include "master/master.h"
 
@@ -13,6 +15,7 @@
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "master/decide.h"
 #include "master/signals.h"
 #include "net/sock.h"
 #include "python/py.h"
@@ -33,44 +37,28 @@
 #include "util/xalloc.h"
 #include "worker/worker.h"
 
-enum proc_state {
-    PROC_FREE,     /* no process */
-    PROC_WAITING,  /* to be (re)spawned at respawn_at */
-    PROC_RUNNING,  /* serving, current generation */
-    PROC_OLD,      /* previous generation: stopped once the new one is ready */
-    PROC_STOPPING, /* sent SIGTERM, finishing its requests */
+/* The master process: its handles on the world, and what it knows (st). */
+struct master {
+    const struct config *cfg;
+    char **argv;                /* for re-executing ourselves and the import check */
+    struct listener *listeners; /* [nlisteners], bound before the first fork */
+    int nlisteners;
+    struct scoreboard *sb;    /* one entry per table row */
+    time_t *touch_mtimes;     /* [touch_reload.n + touch_chain_reload.n] */
+    struct master_seen *seen; /* [st.nprocs]: the scoreboard, as the last event saw it */
+    struct master_plan plan;  /* the actions of the current event */
+    struct master_plan reply; /* the log lines of a MEV_SPAWNED / MEV_CHECK_STARTED */
+    struct master_state st;   /* the process table and everything decided */
+    int exit_status;          /* set by MACT_EXIT */
 };
 
-struct proc {
-    pid_t pid;
-    enum proc_state state;
-    int number; /* 1..processes, for logs */
-    int generation;
-    uint64_t started_at; /* ms */
-    uint64_t respawn_at; /* ms, for PROC_WAITING */
-    uint64_t backoff_ms; /* delay before the next respawn after a quick death */
-    bool ever_ready;     /* lived long enough to count as started */
+/* Whom the workers run as (--uid/--gid), resolved before anything is bound. */
+struct ids {
+    bool has_uid;
+    bool has_gid;
+    uid_t uid;
+    gid_t gid;
 };
-
-static const struct config *cfg;
-static char **saved_argv;
-static struct listener *listeners;
-static int nlisteners;
-static struct scoreboard *sb;
-static struct proc *procs; /* [2 * processes] */
-static int nprocs;
-static int generation = 1;
-static bool stopping;
-static uint64_t stop_deadline;
-static bool reloading;       /* new workers spawned, old ones (PROC_OLD) still serving */
-static bool app_broken;      /* the app failed to load: do not respawn */
-static pid_t checker;        /* a child importing the new code before a re-exec, or 0 */
-static bool chain;           /* a chain reload is replacing workers one at a time */
-static int chain_generation; /* workers older than this are still to be chain-replaced */
-static bool notified;        /* systemd was told READY=1 */
-static time_t *touch_mtimes; /* [touch_reload.n + touch_chain_reload.n] */
-static int target;           /* workers wanted now: --processes, or between --cheaper and it */
-static uint64_t busy_since;  /* --cheaper: when every worker became busy, or 0 */
 
 static uint64_t now_ms(void)
 {
@@ -79,7 +67,18 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* --- listeners -------------------------------------------------------------------------- */
+static void log_at(enum log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void log_at(enum log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vline(level, fmt, ap);
+    va_end(ap);
+}
+
+/* --- listeners and privileges ----------------------------------------------------------------- */
 
 /*
  * Inherited listening sockets, in listener order: from a re-exec of ours
@@ -101,24 +100,79 @@ static int inherited_fd(int i)
     return -1;
 }
 
-static int bind_all(void)
+/* --uid/--gid as numbers: names are looked up, numbers taken as they are. */
+static int resolve_ids(const struct config *cfg, struct ids *ids)
 {
+    char *end;
+
+    memset(ids, 0, sizeof(*ids));
+    if (cfg->gid) {
+        struct group *g = getgrnam(cfg->gid);
+        ids->gid = g ? g->gr_gid : (gid_t)strtoul(cfg->gid, &end, 10);
+        if (!g && (*end || end == cfg->gid)) {
+            log_error("gid %s: no such group", cfg->gid);
+            return -1;
+        }
+        ids->has_gid = true;
+    }
+    if (cfg->uid) {
+        struct passwd *pw = getpwnam(cfg->uid);
+        ids->uid = pw ? pw->pw_uid : (uid_t)strtoul(cfg->uid, &end, 10);
+        if (!pw && (*end || end == cfg->uid)) {
+            log_error("uid %s: no such user", cfg->uid);
+            return -1;
+        }
+        ids->has_uid = true;
+        if (!cfg->gid && pw) { /* the user's own group, as before */
+            ids->gid = pw->pw_gid;
+            ids->has_gid = true;
+        }
+    }
+    return 0;
+}
+
+/*
+ * A UNIX socket file we created belongs to whoever the workers run as, so a front end running
+ * as that user (nginx with the same --uid) can connect, and --vacuum can remove it later.
+ * Done after bind, before privileges drop; inherited sockets are left as they are.
+ */
+static int own_socket(const struct listener *l, const struct ids *ids)
+{
+    if (!l->is_unix || (!ids->has_uid && !ids->has_gid)) return 0;
+    if (chown(l->name, ids->has_uid ? ids->uid : (uid_t)-1, ids->has_gid ? ids->gid : (gid_t)-1) <
+        0) {
+        log_error("cannot give %s to uid %d, gid %d: %s", l->name,
+                  ids->has_uid ? (int)ids->uid : -1, ids->has_gid ? (int)ids->gid : -1,
+                  strerror(errno));
+        return -1;
+    }
+    log_info("%s belongs to uid %d, gid %d", l->name, ids->has_uid ? (int)ids->uid : -1,
+             ids->has_gid ? (int)ids->gid : -1);
+    return 0;
+}
+
+static int bind_all(struct master *m, const struct ids *ids)
+{
+    const struct config *cfg = m->cfg;
     char err[256];
     int total = cfg->http.n + cfg->socket.n;
 
-    listeners = xcalloc((size_t)total, sizeof(*listeners));
+    m->listeners = xcalloc((size_t)total, sizeof(*m->listeners));
     for (int i = 0; i < total; i++) {
         bool http = i < cfg->http.n;
         const char *addr = http ? cfg->http.v[i] : cfg->socket.v[i - cfg->http.n];
-        if (sock_listen(&listeners[i], addr, http ? SOCK_PROTO_HTTP : SOCK_PROTO_UWSGI, cfg->listen,
-                        cfg->chmod_socket, inherited_fd(i), err, sizeof(err)) < 0) {
+        struct listener *l = &m->listeners[i];
+        int inherited = inherited_fd(i);
+        if (sock_listen(l, addr, http ? SOCK_PROTO_HTTP : SOCK_PROTO_UWSGI, cfg->listen,
+                        cfg->chmod_socket, inherited, err, sizeof(err)) < 0) {
             log_error("cannot listen on %s", err);
             return -1;
         }
-        nlisteners++;
+        m->nlisteners++;
         log_info("listening on %s (%s)%s", addr, http ? "http" : "uwsgi",
-                 inherited_fd(i) >= 0 ? ", inherited" : "");
-        if (!http && !sock_is_loopback(&listeners[i]))
+                 inherited >= 0 ? ", inherited" : "");
+        if (inherited < 0 && own_socket(l, ids) < 0) return -1;
+        if (!http && !sock_is_loopback(l))
             log_warn("uwsgi socket %s is not on loopback or a UNIX socket: whoever reaches it "
                      "can set any environ key (REMOTE_ADDR, HTTPS, ...); keep it away from "
                      "untrusted networks (docs/uwsgi-protocol.md)",
@@ -132,42 +186,21 @@ static int bind_all(void)
 }
 
 /* --uid/--gid: drop root once the sockets are bound, before the app is imported. */
-static int drop_privileges(void)
+static int drop_privileges(const struct config *cfg, const struct ids *ids)
 {
-    gid_t gid = 0;
-    uid_t uid = 0;
-    char *end;
-
-    if (cfg->gid) {
-        struct group *g = getgrnam(cfg->gid);
-        gid = g ? g->gr_gid : (gid_t)strtoul(cfg->gid, &end, 10);
-        if (!g && (*end || end == cfg->gid)) {
-            log_error("gid %s: no such group", cfg->gid);
-            return -1;
-        }
+    if (ids->has_gid) {
         if (setgroups(0, NULL) < 0 && errno != EPERM) return -1;
-        if (setgid(gid) < 0) {
-            log_error("setgid %s: %s", cfg->gid, strerror(errno));
+        if (setgid(ids->gid) < 0) {
+            log_error("setgid %d: %s", (int)ids->gid, strerror(errno));
             return -1;
         }
     }
-    if (cfg->uid) {
-        struct passwd *pw = getpwnam(cfg->uid);
-        uid = pw ? pw->pw_uid : (uid_t)strtoul(cfg->uid, &end, 10);
-        if (!pw && (*end || end == cfg->uid)) {
-            log_error("uid %s: no such user", cfg->uid);
-            return -1;
-        }
-        if (!cfg->gid && pw && setgid(pw->pw_gid) < 0) {
-            log_error("setgid for %s: %s", cfg->uid, strerror(errno));
-            return -1;
-        }
-        if (setuid(uid) < 0) {
-            log_error("setuid %s: %s", cfg->uid, strerror(errno));
-            return -1;
-        }
+    if (ids->has_uid && setuid(ids->uid) < 0) {
+        log_error("setuid %s: %s", cfg->uid, strerror(errno));
+        return -1;
     }
-    if (cfg->uid || cfg->gid) log_info("running as uid %d, gid %d", (int)getuid(), (int)getgid());
+    if (ids->has_uid || ids->has_gid)
+        log_info("running as uid %d, gid %d", (int)getuid(), (int)getgid());
     return 0;
 }
 
@@ -190,15 +223,22 @@ static void sd_notify(const char *state)
     close(fd);
 }
 
-static void vacuum(void)
+/* --vacuum: a file that cannot be removed is logged with the reason (one already gone is not). */
+static void vacuum_file(const char *path)
 {
-    if (!cfg->vacuum) return;
-    for (int i = 0; i < nlisteners; i++)
-        if (listeners[i].is_unix) unlink(listeners[i].name);
-    if (cfg->pidfile) unlink(cfg->pidfile);
+    if (unlink(path) < 0 && errno != ENOENT)
+        log_warn("vacuum: cannot remove %s: %s", path, strerror(errno));
 }
 
-static int write_pidfile(void)
+static void vacuum(const struct master *m)
+{
+    if (!m->cfg->vacuum) return;
+    for (int i = 0; i < m->nlisteners; i++)
+        if (m->listeners[i].is_unix) vacuum_file(m->listeners[i].name);
+    if (m->cfg->pidfile) vacuum_file(m->cfg->pidfile);
+}
+
+static int write_pidfile(const struct config *cfg)
 {
     FILE *f;
     if (!cfg->pidfile) return 0;
@@ -212,24 +252,25 @@ static int write_pidfile(void)
     return 0;
 }
 
-/* --- spawning and reaping ---------------------------------------------------------------- */
+/* --- workers ---------------------------------------------------------------------------------- */
 
-static void spawn(int i)
+/* Forks worker 'number' into row i. Returns its pid, or -errno. */
+static int spawn(struct master *m, int i, int number)
 {
-    struct proc *p = &procs[i];
-    struct sb_worker *w = scoreboard_worker(sb, i);
-    struct worker_args a = {.cfg = cfg,
-                            .ls = listeners,
-                            .nls = nlisteners,
-                            .sb = sb,
+    struct sb_worker *w = scoreboard_worker(m->sb, i);
+    struct worker_args a = {.cfg = m->cfg,
+                            .ls = m->listeners,
+                            .nls = m->nlisteners,
+                            .sb = m->sb,
                             .id = i,
-                            .number = p->number,
+                            .number = number,
                             .master_pid = (int)getpid()};
     pid_t pid;
+    int err;
 
     memset(w, 0, sizeof(*w));
-    for (int t = 0; t < scoreboard_threads(sb); t++)
-        scoreboard_end(scoreboard_slot(sb, i, t));
+    for (int t = 0; t < scoreboard_threads(m->sb); t++)
+        scoreboard_end(scoreboard_slot(m->sb, i, t));
     py_acquire_gil();
     py_before_fork();
     pid = fork();
@@ -238,289 +279,231 @@ static void spawn(int i)
         signals_unblock();
         worker_main(&a);
     }
+    err = errno;
     py_after_fork_parent();
     py_release_gil();
-    if (pid < 0) {
-        log_error("cannot fork worker %d: %s", p->number, strerror(errno));
-        p->state = PROC_WAITING;
-        p->respawn_at = now_ms() + 1000;
-        return;
-    }
+    if (pid < 0) return -err;
     atomic_store(&w->pid, (int)pid);
-    p->pid = pid;
-    p->state = PROC_RUNNING;
-    p->generation = generation;
-    p->started_at = now_ms();
-    p->ever_ready = false;
-    log_info("spawned worker %d (pid %d)", p->number, (int)pid);
+    log_info("spawned worker %d (pid %d)", number, (int)pid);
+    return (int)pid;
 }
 
 /* The requests a dead worker was serving, for its obituary. */
-static void describe_requests(int i, char *out, size_t len)
+static void describe_requests(const struct master *m, int i, char *out, size_t len)
 {
     size_t n = 0;
     out[0] = '\0';
-    for (int t = 0; t < scoreboard_threads(sb); t++) {
-        struct sb_slot *s = scoreboard_slot(sb, i, t);
+    for (int t = 0; t < scoreboard_threads(m->sb); t++) {
+        struct sb_slot *s = scoreboard_slot(m->sb, i, t);
         if (!atomic_load(&s->started_ms)) continue;
         n += (size_t)snprintf(out + n, len - n, "%s%s", n ? ", " : "", s->line);
         if (n >= len) break;
     }
 }
 
-static void obituary(int i, int status)
+static void obituary(const struct master *m, int i, int status)
 {
-    struct proc *p = &procs[i];
+    const struct master_proc *p = &m->st.procs[i];
     char reqs[1024], sig[32];
 
-    describe_requests(i, reqs, sizeof(reqs));
+    describe_requests(m, i, reqs, sizeof(reqs));
     if (WIFSIGNALED(status)) {
-        log_error("worker %d (pid %d) killed by %s %s%s", p->number, (int)p->pid,
+        log_error("worker %d (pid %d) killed by %s %s%s", p->number, p->pid,
                   signals_name(WTERMSIG(status), sig, sizeof(sig)),
                   reqs[0] ? "while serving " : "while idle", reqs);
     } else if (WEXITSTATUS(status) == WORKER_EXIT_APP_LOAD) {
         log_error("worker %d (pid %d) could not load the app (see the traceback above)", p->number,
-                  (int)p->pid);
-    } else if (WEXITSTATUS(status) != 0 || p->state == PROC_RUNNING) {
-        log_error("worker %d (pid %d) exited with status %d%s%s", p->number, (int)p->pid,
+                  p->pid);
+    } else if (WEXITSTATUS(status) != 0 || p->state == MPROC_RUNNING) {
+        log_error("worker %d (pid %d) exited with status %d%s%s", p->number, p->pid,
                   WEXITSTATUS(status), reqs[0] ? " while serving " : "", reqs);
     } else {
-        log_info("worker %d (pid %d) exited", p->number, (int)p->pid);
+        log_info("worker %d (pid %d) exited", p->number, p->pid);
     }
 }
 
-/* A new-generation worker could not import the app: the old workers go on serving. */
-static void abort_reload(void)
+/*
+ * What the scoreboard says about every live worker, for the next decision. The request slots
+ * are read only when a rule needs them (--cheaper: busy; --harakiri: the oldest request).
+ */
+static void observe(struct master *m, struct master_event *ev)
 {
-    log_error("reload aborted: the new code does not load; the old workers keep serving");
-    for (int i = 0; i < nprocs; i++) {
-        if (procs[i].state == PROC_RUNNING && procs[i].generation == generation) {
-            if (procs[i].pid > 0) kill(procs[i].pid, SIGKILL);
-            procs[i].state = procs[i].pid > 0 ? PROC_STOPPING : PROC_FREE;
-        } else if (procs[i].state == PROC_WAITING) {
-            procs[i].state = PROC_FREE;
-        } else if (procs[i].state == PROC_OLD) {
-            procs[i].state = PROC_RUNNING;
+    int threads = m->cfg->cheaper || m->cfg->harakiri ? scoreboard_threads(m->sb) : 0;
+
+    for (int i = 0; i < m->st.nprocs; i++) {
+        struct master_seen *v = &m->seen[i];
+        struct sb_worker *w = scoreboard_worker(m->sb, i);
+        memset(v, 0, sizeof(*v));
+        if (m->st.procs[i].pid <= 0) continue;
+        v->ready = atomic_load(&w->ready) != 0;
+        v->recycle = atomic_load(&w->recycle);
+        v->requests = atomic_load(&w->requests);
+        v->busy = threads > 0;
+        for (int t = 0; t < threads; t++) {
+            uint64_t started = atomic_load(&scoreboard_slot(m->sb, i, t)->started_ms);
+            if (!started) v->busy = false;
+            if (started && (!v->oldest_ms || started < v->oldest_ms)) {
+                v->oldest_ms = started;
+                v->oldest_thread = t;
+            }
         }
     }
-    reloading = false;
-    chain = false;
-}
-
-static void schedule_respawn(struct proc *p, int status)
-{
-    uint64_t now = now_ms();
-    bool quick = now - p->started_at < 1000;
-
-    if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_APP_LOAD) {
-        if (generation == 1 && !p->ever_ready)
-            app_broken = true;
-        else if (reloading) {
-            p->state = PROC_FREE;
-            abort_reload();
-            return;
-        }
-    }
-    p->backoff_ms = quick ? (p->backoff_ms ? p->backoff_ms * 2 : 250) : 0;
-    if (p->backoff_ms > 16000) p->backoff_ms = 16000;
-    if (p->backoff_ms)
-        log_warn("worker %d died right after starting: respawning in %llu ms", p->number,
-                 (unsigned long long)p->backoff_ms);
-    p->state = PROC_WAITING;
-    p->respawn_at = now + p->backoff_ms;
-}
-
-static void reexec(void);
-
-static void reap(void)
-{
-    int status;
-    pid_t pid;
-
-    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        int i;
-        if (pid == checker) {
-            checker = 0;
-            if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-                reexec();
-            else
-                log_error("reload aborted: the new code does not load (see the traceback "
-                          "above); the old workers keep serving");
-            continue;
-        }
-        for (i = 0; i < nprocs && procs[i].pid != pid; i++)
-            ;
-        if (i == nprocs) continue; /* not ours (an app's own child of a re-exec'd master) */
-        obituary(i, status);
-        atomic_store(&scoreboard_worker(sb, i)->pid, 0);
-        procs[i].pid = 0;
-        if (procs[i].state == PROC_RUNNING && !stopping)
-            schedule_respawn(&procs[i], status);
-        else
-            procs[i].state = PROC_FREE;
+    ev->seen = m->seen;
+    ev->backlog = false;
+    for (int i = 0; i < m->nlisteners && m->cfg->cheaper; i++) {
+        struct tcp_info ti;
+        socklen_t len = sizeof(ti);
+        if (!m->listeners[i].is_unix &&
+            getsockopt(m->listeners[i].fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
+            ti.tcpi_unacked > 0)
+            ev->backlog = true;
     }
 }
 
-/* --- stopping and reloading ---------------------------------------------------------------- */
+/* --- reloads of a preloaded app --------------------------------------------------------------- */
 
-static void signal_state(enum proc_state from, int sig, enum proc_state to)
+/* Exec a fresh master image that adopts the sockets and every live worker. */
+static void reexec(struct master *m)
 {
-    for (int i = 0; i < nprocs; i++) {
-        if (procs[i].state != from || procs[i].pid <= 0) continue;
-        kill(procs[i].pid, sig);
-        procs[i].state = to;
-    }
-}
-
-static void begin_stop(bool now)
-{
-    if (stopping && !now) return;
-    log_info("%s: stopping %s", now ? "SIGQUIT" : "SIGTERM/SIGINT",
-             now ? "now" : "gracefully (in-flight requests finish)");
-    stopping = true;
-    sd_notify("STOPPING=1");
-    stop_deadline = now_ms() + (uint64_t)cfg->graceful_timeout * 1000;
-    for (int i = 0; i < nprocs; i++) {
-        if (procs[i].state == PROC_WAITING) procs[i].state = PROC_FREE;
-        if (procs[i].pid > 0) kill(procs[i].pid, now ? SIGKILL : SIGTERM);
-        if (procs[i].pid > 0) procs[i].state = PROC_STOPPING;
-    }
-}
-
-/* Preloaded app: exec a fresh master image that adopts the sockets and the old workers. */
-static void reexec(void)
-{
-    char fds[512] = "", olds[2048] = "";
+    size_t olds_len = (size_t)m->st.nprocs * 12 + 1; /* "pid," each: never truncated */
+    char fds[512] = "", *olds = xcalloc(olds_len, 1);
     size_t nf = 0, no = 0;
 
-    for (int i = 0; i < nlisteners; i++) {
-        fcntl(listeners[i].fd, F_SETFD, 0);
-        nf += (size_t)snprintf(fds + nf, sizeof(fds) - nf, "%s%d", i ? "," : "", listeners[i].fd);
+    for (int i = 0; i < m->nlisteners; i++) {
+        fcntl(m->listeners[i].fd, F_SETFD, 0);
+        nf +=
+            (size_t)snprintf(fds + nf, sizeof(fds) - nf, "%s%d", i ? "," : "", m->listeners[i].fd);
     }
-    for (int i = 0; i < nprocs; i++)
-        if (procs[i].pid > 0)
-            no += (size_t)snprintf(olds + no, sizeof(olds) - no, "%s%d", no ? "," : "",
-                                   (int)procs[i].pid);
+    for (int i = 0; i < m->st.nprocs; i++)
+        if (m->st.procs[i].pid > 0)
+            no += (size_t)snprintf(olds + no, olds_len - no, "%s%d", no ? "," : "",
+                                   m->st.procs[i].pid);
     setenv("CORRAL_LISTEN_FDS", fds, 1);
     setenv("CORRAL_OLD_WORKERS", olds, 1);
+    free(olds);
     log_info("reloading: re-executing the master with the new code");
     signals_unblock();
-    execv("/proc/self/exe", saved_argv);
+    execv("/proc/self/exe", m->argv);
     signals_block();
-    log_error("cannot re-execute %s: %s; reload abandoned", saved_argv[0], strerror(errno));
-    for (int i = 0; i < nlisteners; i++)
-        fcntl(listeners[i].fd, F_SETFD, FD_CLOEXEC);
+    log_error("cannot re-execute %s: %s; reload abandoned", m->argv[0], strerror(errno));
+    for (int i = 0; i < m->nlisteners; i++)
+        fcntl(m->listeners[i].fd, F_SETFD, FD_CLOEXEC);
 }
 
 /*
  * Before a preloaded app's master replaces itself, a child imports the new code with the same
  * command line (CORRAL_CHECK_APP): only if that works does the master re-execute, so a broken
- * new version leaves the old one serving.
+ * new version leaves the old one serving. Returns the child's pid, or -errno.
  */
-static void check_then_reexec(void)
+static int start_check(struct master *m)
 {
-    pid_t pid;
+    pid_t pid = fork();
 
-    if (checker) return;
-    pid = fork();
     if (pid == 0) {
         signals_unblock();
         setenv("CORRAL_CHECK_APP", "1", 1);
-        execv("/proc/self/exe", saved_argv);
+        execv("/proc/self/exe", m->argv);
         _exit(127);
     }
-    if (pid < 0)
-        log_error("reload: cannot fork the import check: %s", strerror(errno));
-    else
-        checker = pid;
+    return pid < 0 ? -errno : (int)pid;
 }
 
-/* Lazy apps: new workers import the code themselves; the old ones stop once they are up. */
-static void begin_reload(const char *why)
+/* Old workers handed over by the previous master image. */
+static void adopt_old_workers(struct master *m)
 {
-    if (stopping || reloading) return;
-    if (!cfg->lazy_apps) {
-        log_info("%s: reloading: importing the new code in a check process first", why);
-        check_then_reexec();
-        return;
-    }
-    log_info("%s: reloading: new workers first, then the old ones finish and exit", why);
-    for (int i = 0; i < nprocs; i++) {
-        if (procs[i].state == PROC_RUNNING)
-            procs[i].state = PROC_OLD;
-        else if (procs[i].state == PROC_WAITING)
-            procs[i].state = PROC_FREE;
-    }
-    generation++;
-    reloading = true;
-}
+    const char *s = getenv("CORRAL_OLD_WORKERS");
 
-/* Chain reload: replace the workers one at a time, each only once its successor is ready. */
-static void begin_chain_reload(const char *why)
-{
-    if (stopping || chain) return;
-    if (!cfg->lazy_apps) {
-        log_info("%s: chain reload needs --lazy-apps (a preloaded app is reloaded whole)", why);
-        begin_reload(why);
-        return;
-    }
-    log_info("%s: chain reload: one worker at a time", why);
-    chain = true;
-    chain_generation = ++generation;
-}
-
-static void chain_step(void)
-{
-    if (!chain || reloading) return;
-    for (int i = 0; i < nprocs; i++) {
-        if (procs[i].state != PROC_RUNNING || procs[i].generation >= chain_generation) continue;
-        log_info("chain reload: replacing worker %d (pid %d)", procs[i].number, (int)procs[i].pid);
-        procs[i].state = PROC_OLD;
-        reloading = true;
-        return;
-    }
-    chain = false;
-    log_info("chain reload done");
-}
-
-/* Workers that asked to be recycled (max-requests, RSS, lifetime) get a successor first. */
-static void recycle(void)
-{
-    static const char *const why[] = {"", "max-requests reached", "reload-on-rss exceeded",
-                                      "max-worker-lifetime reached"};
-    int room = 0; /* free slots for successors: a worker without one waits, and keeps serving */
-
-    for (int i = 0; i < nprocs; i++)
-        room += procs[i].state == PROC_FREE;
-    for (int i = 0; i < nprocs && room > 0; i++) {
-        int r = atomic_load(&scoreboard_worker(sb, i)->recycle);
-        if (procs[i].state != PROC_RUNNING || r <= 0 || r > SB_RECYCLE_LIFETIME) continue;
-        room--;
-        log_info("worker %d (pid %d): %s: recycling it once its successor is ready",
-                 procs[i].number, (int)procs[i].pid, why[r]);
-        procs[i].state = PROC_OLD;
-        reloading = true;
-    }
-}
-
-/* Harakiri, step two: a request still running harakiri + grace seconds after it started. */
-static void harakiri_kill(uint64_t now)
-{
-    uint64_t limit = (uint64_t)(cfg->harakiri + cfg->harakiri_grace) * 1000;
-
-    for (int i = 0; i < nprocs && cfg->harakiri; i++) {
-        if (procs[i].pid <= 0 || procs[i].state == PROC_WAITING) continue;
-        for (int t = 0; t < scoreboard_threads(sb); t++) {
-            struct sb_slot *s = scoreboard_slot(sb, i, t);
-            uint64_t started = atomic_load(&s->started_ms);
-            if (!started || now - started < limit) continue;
-            log_error("harakiri: worker %d (pid %d) thread %d still on %s after %d s "
-                      "(stuck outside Python?): killing the worker",
-                      procs[i].number, (int)procs[i].pid, t + 1, s->line,
-                      cfg->harakiri + cfg->harakiri_grace);
-            kill(procs[i].pid, SIGKILL);
-            break;
+    while (s && *s) {
+        int pid = atoi(s);
+        if (pid > 0 && !master_adopt(&m->st, pid)) {
+            log_warn("no room for old worker pid %d: stopping it now", pid);
+            kill(pid, SIGTERM);
         }
+        s = strchr(s, ',');
+        if (s) s++;
+    }
+    unsetenv("CORRAL_OLD_WORKERS");
+}
+
+/* --- deciding and doing ----------------------------------------------------------------------- */
+
+/* A MEV_SPAWNED or MEV_CHECK_STARTED: its decision is at most a log line. */
+static void report(struct master *m, const struct master_event *ev)
+{
+    master_decide(&m->st, now_ms(), ev, &m->reply);
+    for (int k = 0; k < m->reply.n; k++)
+        if (m->reply.v[k].kind == MACT_LOG) log_at(m->reply.v[k].level, "%s", m->reply.v[k].text);
+}
+
+static void harakiri_kill(const struct master *m, const struct master_action *a)
+{
+    const struct sb_slot *s = scoreboard_slot(m->sb, a->slot, a->thread);
+    char line[SB_LINE_MAX];
+
+    memcpy(line, s->line, sizeof(line));
+    line[sizeof(line) - 1] = '\0';
+    log_error("harakiri: worker %d (pid %d) thread %d still on %s after %d s "
+              "(stuck outside Python?): killing the worker",
+              a->number, a->pid, a->thread + 1, line, m->cfg->harakiri + m->cfg->harakiri_grace);
+}
+
+static void perform(struct master *m, const struct master_action *a)
+{
+    switch (a->kind) {
+    case MACT_LOG:
+        log_at(a->level, "%s", a->text);
+        break;
+    case MACT_SPAWN:
+        report(m, &(struct master_event){
+                      .kind = MEV_SPAWNED, .slot = a->slot, .pid = spawn(m, a->slot, a->number)});
+        break;
+    case MACT_SIGNAL:
+        if (a->thread >= 0) harakiri_kill(m, a);
+        if (a->pid > 0) kill(a->pid, a->sig);
+        break;
+    case MACT_CHECK_APP:
+        report(m, &(struct master_event){.kind = MEV_CHECK_STARTED, .pid = start_check(m)});
+        break;
+    case MACT_REEXEC:
+        reexec(m);
+        break;
+    case MACT_NOTIFY:
+        sd_notify(a->text);
+        break;
+    case MACT_EXIT:
+        m->exit_status = a->status;
+        vacuum(m);
+        log_at(a->level, "%s", a->text);
+        break;
+    }
+}
+
+/* One event: look at the scoreboard, decide, do what was decided. */
+static void run(struct master *m, struct master_event *ev)
+{
+    observe(m, ev);
+    master_decide(&m->st, now_ms(), ev, &m->plan);
+    if (m->plan.overflow) log_error("internal: the master's plan overflowed (%d)", m->plan.cap);
+    for (int k = 0; k < m->plan.n; k++)
+        perform(m, &m->plan.v[k]);
+}
+
+static void reap(struct master *m)
+{
+    int status;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        struct master_event ev = {.kind = MEV_EXIT, .pid = (int)pid, .status = status};
+        int i = master_slot_of(&m->st, (int)pid);
+        if (i >= 0) {
+            struct sb_worker *w = scoreboard_worker(m->sb, i);
+            obituary(m, i, status);
+            ev.ready = atomic_load(&w->ready) != 0;
+            ev.served = atomic_load(&w->requests);
+            atomic_store(&w->pid, 0);
+        }
+        run(m, &ev);
     }
 }
 
@@ -530,198 +513,43 @@ static time_t mtime_of(const char *path)
     return stat(path, &st) == 0 ? st.st_mtime : 0;
 }
 
-/* --touch-reload / --touch-chain-reload: a changed mtime triggers the reload. */
-static void check_touch(void)
+/* --touch-reload / --touch-chain-reload: a changed mtime is a reload event. */
+static void check_touch(struct master *m)
 {
-    int n = cfg->touch_reload.n, m = cfg->touch_chain_reload.n;
-    for (int i = 0; i < n + m; i++) {
+    const struct config *cfg = m->cfg;
+    int n = cfg->touch_reload.n, k = cfg->touch_chain_reload.n;
+
+    for (int i = 0; i < n + k; i++) {
         const char *path = i < n ? cfg->touch_reload.v[i] : cfg->touch_chain_reload.v[i - n];
         time_t t = mtime_of(path);
-        if (t == touch_mtimes[i]) continue;
-        touch_mtimes[i] = t;
-        char why[300];
+        char why[MASTER_WHY_MAX];
+        if (t == m->touch_mtimes[i]) continue;
+        m->touch_mtimes[i] = t;
         snprintf(why, sizeof(why), "%s touched", path);
-        if (i < n)
-            begin_reload(why);
-        else
-            begin_chain_reload(why);
+        run(m, &(struct master_event){.kind = i < n ? MEV_RELOAD : MEV_CHAIN_RELOAD, .why = why});
     }
 }
 
-/* True if every thread of worker i is inside the app. */
-static bool worker_busy(int i)
+/* The signal's event, if it is one (SIGCHLD is reaped below, SIGUSR1 seen by the tick). */
+static void take_signal(struct master *m, int sig)
 {
-    for (int t = 0; t < scoreboard_threads(sb); t++)
-        if (!atomic_load(&scoreboard_slot(sb, i, t)->started_ms)) return false;
-    return true;
-}
+    struct master_event ev = {.kind = MEV_TICK};
 
-/* Connections waiting in any TCP listener's accept queue (TCP_INFO on a listening socket). */
-static bool backlog_waiting(void)
-{
-    for (int i = 0; i < nlisteners; i++) {
-        struct tcp_info ti;
-        socklen_t len = sizeof(ti);
-        if (!listeners[i].is_unix &&
-            getsockopt(listeners[i].fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 &&
-            ti.tcpi_unacked > 0)
-            return true;
-    }
-    return false;
-}
-
-/*
- * --cheaper: one more worker when all are busy (or connections queue up) for a second; an
- * extra worker that served nothing for --cheaper-idle seconds is retired gracefully.
- */
-static void adapt(uint64_t now)
-{
-    static uint64_t last_requests[1024 * 3];
-    static uint64_t idle_since[1024 * 3];
-    int running = 0, busy = 0;
-
-    if (!cfg->cheaper || reloading || chain) return;
-    for (int i = 0; i < nprocs; i++) {
-        if (procs[i].state != PROC_RUNNING) continue;
-        uint64_t n = atomic_load(&scoreboard_worker(sb, i)->requests);
-        running++;
-        if (worker_busy(i)) busy++;
-        if (n != last_requests[i] || worker_busy(i) || !idle_since[i]) idle_since[i] = now;
-        last_requests[i] = n;
-    }
-    if (running && (busy == running || backlog_waiting())) {
-        if (!busy_since) busy_since = now;
-        if (now - busy_since >= 1000 && target < cfg->processes) {
-            target++;
-            busy_since = 0;
-            log_info("cheaper: all %d worker(s) busy: starting one more (%d of at most %d)",
-                     running, target, cfg->processes);
-        }
+    if (sig == SIGTERM || sig == SIGINT)
+        ev = (struct master_event){.kind = MEV_STOP, .why = "SIGTERM/SIGINT"};
+    else if (sig == SIGQUIT)
+        ev = (struct master_event){.kind = MEV_QUIT, .why = "SIGQUIT"};
+    else if (sig == SIGHUP)
+        ev = (struct master_event){.kind = MEV_RELOAD, .why = "SIGHUP"};
+    else if (sig == SIGUSR2)
+        ev = (struct master_event){.kind = MEV_CHAIN_RELOAD, .why = "SIGUSR2"};
+    else
         return;
-    }
-    busy_since = 0;
-    for (int i = nprocs - 1; i >= 0 && target > cfg->cheaper; i--) {
-        if (procs[i].state != PROC_RUNNING || procs[i].number <= cfg->cheaper) continue;
-        if (now - idle_since[i] < (uint64_t)cfg->cheaper_idle * 1000) continue;
-        log_info("cheaper: worker %d (pid %d) idle for %d s: retiring it (%d left)",
-                 procs[i].number, (int)procs[i].pid, cfg->cheaper_idle, target - 1);
-        kill(procs[i].pid, SIGTERM);
-        procs[i].state = PROC_STOPPING;
-        idle_since[i] = 0;
-        target--;
-        return;
-    }
+    run(m, &ev);
 }
 
-/* Old workers handed over by the previous master image. */
-static void adopt_old_workers(void)
-{
-    const char *s = getenv("CORRAL_OLD_WORKERS");
-    int slot = cfg->processes;
-
-    for (; s && *s && slot < nprocs; slot++) {
-        procs[slot].pid = (pid_t)atoi(s);
-        procs[slot].state = PROC_OLD;
-        procs[slot].number = slot - cfg->processes + 1;
-        s = strchr(s, ',');
-        if (s) s++;
-    }
-    if (getenv("CORRAL_OLD_WORKERS")) reloading = true;
-    unsetenv("CORRAL_OLD_WORKERS");
-}
-
-/* A worker counts as ready once it has been up a moment without dying. */
-static bool generation_ready(void)
-{
-    uint64_t now = now_ms();
-    for (int i = 0; i < nprocs; i++) {
-        struct proc *p = &procs[i];
-        if (p->state == PROC_WAITING) return false;
-        if (p->state != PROC_RUNNING) continue;
-        if (!atomic_load(&scoreboard_worker(sb, i)->ready) || now - p->started_at < 200)
-            return false;
-        p->ever_ready = true;
-    }
-    return true;
-}
-
-/* Worker numbers 1..processes in use by the current generation, as a bit set. */
-static uint64_t numbers_in_use(int *count)
-{
-    uint64_t used = 0;
-    *count = 0;
-    for (int i = 0; i < nprocs; i++) {
-        if (procs[i].state != PROC_RUNNING && procs[i].state != PROC_WAITING) continue;
-        (*count)++;
-        if (procs[i].number <= 64) used |= 1ull << (procs[i].number - 1);
-    }
-    return used;
-}
-
-/* Makes sure the current generation has 'processes' workers, running or about to be. */
-static void fill_generation(uint64_t now)
-{
-    int count;
-    uint64_t used = numbers_in_use(&count);
-
-    for (int i = 0; i < nprocs && count < target && !app_broken; i++) {
-        if (procs[i].state != PROC_FREE) continue;
-        int n = 1;
-        while (n <= 64 && (used & (1ull << (n - 1))))
-            n++;
-        procs[i] = (struct proc){.state = PROC_WAITING, .respawn_at = now, .number = n};
-        used |= n <= 64 ? 1ull << (n - 1) : 0;
-        count++;
-    }
-}
-
-/* Brings the table back to what it should be. Returns the next wait in ms. */
-static int maintain(void)
-{
-    uint64_t now = now_ms();
-    int running = 0;
-
-    if (!stopping) {
-        adapt(now);
-        recycle();
-        chain_step();
-        check_touch();
-        fill_generation(now);
-        for (int i = 0; i < nprocs; i++)
-            if (procs[i].state == PROC_WAITING && procs[i].respawn_at <= now && !app_broken)
-                spawn(i);
-        if (reloading && generation_ready()) {
-            signal_state(PROC_OLD, SIGTERM, PROC_STOPPING);
-            reloading = false;
-            if (!chain) log_info("the new workers are serving; the old ones finish and exit");
-            chain_step();
-        }
-        if (!notified && !reloading && generation_ready()) {
-            sd_notify("READY=1");
-            notified = true;
-        }
-    }
-    harakiri_kill(now);
-    for (int i = 0; i < nprocs; i++)
-        if (procs[i].pid > 0) running++;
-    if (stopping && running && now >= stop_deadline) {
-        log_warn("graceful timeout (%ds): killing %d worker(s)", cfg->graceful_timeout, running);
-        for (int i = 0; i < nprocs; i++)
-            if (procs[i].pid > 0) kill(procs[i].pid, SIGKILL);
-        stop_deadline = now + 60000;
-    }
-    if ((stopping || app_broken) && running == 0) return -1;
-    return reloading || stopping || chain || checker || cfg->harakiri || cfg->cheaper ? 100 : 1000;
-}
-
-/* Room for two generations plus workers being recycled beside them. */
-static int numbered_slots(void)
-{
-    return 3 * cfg->processes;
-}
-
-/* CORRAL_CHECK_APP: the reload check (see check_then_reexec): import, report, exit. */
-static int check_app(void)
+/* CORRAL_CHECK_APP: the reload check (see start_check): import, report, exit. */
+static int check_app(const struct config *cfg)
 {
     log_set_role("reload check");
     if (py_init(cfg) < 0 || py_load_app(cfg) < 0) return 1;
@@ -729,59 +557,63 @@ static int check_app(void)
     return 0;
 }
 
-int master_run(const struct config *c, char **argv)
+static int setup(struct master *m)
 {
-    int wait_ms;
+    const struct config *cfg = m->cfg;
+    struct master_limits lim = {
+        .processes = cfg->processes,
+        .cheaper = cfg->cheaper,
+        .cheaper_idle_ms = (uint64_t)cfg->cheaper_idle * 1000,
+        .harakiri_kill_ms =
+            cfg->harakiri ? (uint64_t)(cfg->harakiri + cfg->harakiri_grace) * 1000 : 0,
+        .graceful_ms = (uint64_t)cfg->graceful_timeout * 1000,
+        .lazy_apps = cfg->lazy_apps,
+        .exit_app_load = WORKER_EXIT_APP_LOAD,
+    };
+    int ntouch = cfg->touch_reload.n + cfg->touch_chain_reload.n;
 
-    cfg = c;
-    saved_argv = argv;
-    if (getenv("CORRAL_CHECK_APP")) return check_app();
+    m->touch_mtimes = xcalloc((size_t)ntouch + 1, sizeof(*m->touch_mtimes));
+    for (int i = 0; i < ntouch; i++)
+        m->touch_mtimes[i] =
+            mtime_of(i < cfg->touch_reload.n ? cfg->touch_reload.v[i]
+                                             : cfg->touch_chain_reload.v[i - cfg->touch_reload.n]);
+    if (master_state_init(&m->st, &lim) < 0 || master_plan_init(&m->plan, &m->st) < 0 ||
+        master_plan_init(&m->reply, &m->st) < 0)
+        return -1;
+    m->seen = xcalloc((size_t)m->st.nprocs, sizeof(*m->seen));
+    m->sb = scoreboard_new(m->st.nprocs, cfg->threads);
+    if (!m->sb) {
+        log_error("cannot map the scoreboard: %s", strerror(errno));
+        return -1;
+    }
+    adopt_old_workers(m);
+    return 0;
+}
+
+int master_run(const struct config *cfg, char **argv)
+{
+    struct master m = {.cfg = cfg, .argv = argv};
+    struct ids ids;
+
+    if (getenv("CORRAL_CHECK_APP")) return check_app(cfg);
     log_set_role("master");
     signals_block();
-    if (bind_all() < 0) return 1;
-    if (write_pidfile() < 0 || drop_privileges() < 0) return 1;
+    if (resolve_ids(cfg, &ids) < 0 || bind_all(&m, &ids) < 0) return 1;
+    if (write_pidfile(cfg) < 0 || drop_privileges(cfg, &ids) < 0) return 1;
     if (py_init(cfg) < 0) return 1;
     if (!cfg->lazy_apps && py_load_app(cfg) < 0) return 1;
-    touch_mtimes = xcalloc((size_t)(cfg->touch_reload.n + cfg->touch_chain_reload.n) + 1,
-                           sizeof(*touch_mtimes));
-    for (int i = 0; i < cfg->touch_reload.n; i++)
-        touch_mtimes[i] = mtime_of(cfg->touch_reload.v[i]);
-    for (int i = 0; i < cfg->touch_chain_reload.n; i++)
-        touch_mtimes[cfg->touch_reload.n + i] = mtime_of(cfg->touch_chain_reload.v[i]);
     py_release_gil();
-    nprocs = numbered_slots();
-    target = cfg->cheaper ? (cfg->cheaper < cfg->processes ? cfg->cheaper : cfg->processes)
-                          : cfg->processes;
-    procs = xcalloc((size_t)nprocs, sizeof(*procs));
-    sb = scoreboard_new(nprocs, cfg->threads);
-    if (!sb) {
-        log_error("cannot map the scoreboard: %s", strerror(errno));
-        return 1;
-    }
-    adopt_old_workers();
+    if (setup(&m) < 0) return 1;
     log_info("corral master (pid %d): %d worker(s) x %d thread(s), app %s", (int)getpid(),
              cfg->processes, cfg->threads, cfg->module ? cfg->module : cfg->wsgi_file);
 
-    while ((wait_ms = maintain()) >= 0) {
-        int sig = signals_wait(wait_ms);
-        if (sig == SIGCHLD)
-            reap();
-        else if (sig == SIGTERM || sig == SIGINT)
-            begin_stop(false);
-        else if (sig == SIGQUIT)
-            begin_stop(true);
-        else if (sig == SIGHUP)
-            begin_reload("SIGHUP");
-        else if (sig == SIGUSR2)
-            begin_chain_reload("SIGUSR2");
-        else
-            reap(); /* SIGUSR1 (recycle requests: seen in maintain) or a timeout */
+    run(&m, &(struct master_event){.kind = MEV_TICK});
+    while (!m.st.done) {
+        int sig = signals_wait(m.st.wait_ms);
+        take_signal(&m, sig);
+        if (!m.st.done) reap(&m);
+        if (!m.st.done) check_touch(&m);
+        if (!m.st.done) run(&m, &(struct master_event){.kind = MEV_TICK});
     }
-    vacuum();
-    if (app_broken) {
-        log_error("the app cannot be loaded: exiting");
-        return 1;
-    }
-    log_info("bye");
-    return 0;
+    return m.exit_status;
 }

@@ -97,6 +97,45 @@ def test_workers_stop_when_the_master_is_killed(corral, threads):
     assert "the master (pid %d) is gone" % srv.pid in srv.log()
 
 
+TINY = """
+import os
+
+
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
+"""
+
+
+def cpus_allowed(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("Cpus_allowed_list:"):
+                return line.split()[1]
+    return None
+
+
+def test_seventy_workers_have_seventy_numbers(corral):
+    """Worker numbers go up to --processes (they were capped at 65 past the 64th), and pooled
+    workers, which keep to one CPU chosen by their number, spread over the CPUs past 64 too."""
+    srv = corral(source=TINY, args=["--processes", 70, "--threads", 2])
+    spawned = {}
+
+    def all_spawned():
+        for line in lines_with(srv, "spawned worker"):
+            words = line.split("spawned worker ", 1)[1].split()
+            spawned[int(words[0])] = int(words[2].rstrip(")"))
+        return len(spawned) >= 70
+    wait_for(all_spawned, 60, "70 workers spawned", srv.log)
+    assert sorted(spawned) == list(range(1, 71)), sorted(spawned)
+    assert served_pid(srv) in spawned.values()
+    if len(os.sched_getaffinity(0)) > 1:
+        late = [pid for number, pid in spawned.items() if number > 64]
+        wait_for(lambda: len({cpus_allowed(pid) for pid in late}) > 1, 20,
+                 "workers 65..70 to keep to different CPUs",
+                 lambda: str({pid: cpus_allowed(pid) for pid in late}))
+
+
 # --- reload -------------------------------------------------------------------------------------
 
 class Load:

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 import pytest
 
@@ -524,6 +525,159 @@ def test_broken_new_code_keeps_old_version_serving(corral, tmp_path, lazy):
     assert srv.alive()
 
 
+# --- reloads while workers recycle, crashes (issue #10) -----------------------------------------
+
+RECYCLING = [("preload", "SIGHUP"), ("preload", "touch-reload"), ("lazy-apps", "SIGHUP"),
+             ("lazy-apps", "SIGUSR2")]
+
+
+def lines_after(srv, mark, *words):
+    return [line for line in srv.log().splitlines()[mark:] if all(w in line for w in words)]
+
+
+@pytest.mark.parametrize("mode,trigger", RECYCLING, ids=["-".join(r) for r in RECYCLING])
+def test_reload_during_continuous_recycling_is_not_lost(corral, tmp_path, mode, trigger):
+    """--max-requests 50 under keep-alive load keeps some worker being recycled almost all the
+    time. A reload asked for meanwhile is queued, never dropped: it runs (the log says so), the
+    new code answers, and no request fails. For SIGUSR2 a second chain reload arrives while the
+    first one is still replacing workers: it is carried out too, with the newer code."""
+    touch = tmp_path / "reload.touch"
+    touch.write_text("")
+    args = ["--processes", "2", "--max-requests", "50"]
+    if mode == "lazy-apps":
+        args.append("--lazy-apps")
+    if trigger == "touch-reload":
+        args += ["--touch-reload", str(touch)]
+    srv = corral(app=VERSIONED, args=args)
+    srv.wait_workers(2)
+    app = str(tmp_path / VERSIONED)
+    final = "v3" if trigger == "SIGUSR2" else "v2"
+    with Load(srv.port, path="/", nthreads=3) as load:
+        wait_for(lambda: len(lines_with(srv, "max-requests reached: recycling it")) >= 6 or
+                 load.failed, 60, "workers recycling", load.report)
+        assert {b.split()[0] for b in load.all_ok()} == {"v1"}
+        rewrite(app, versioned_source("v2"))
+        mark = len(srv.log().splitlines())
+        if trigger == "SIGHUP":
+            srv.signal(signal.SIGHUP)
+        elif trigger == "touch-reload":
+            touch_later(str(touch))
+        else:
+            srv.signal(signal.SIGUSR2)
+            wait_for(lambda: lines_after(srv, mark, "SIGUSR2", "chain reload"), 10,
+                     "the first chain reload to start", srv.log)
+            rewrite(app, versioned_source("v3"))
+            srv.signal(signal.SIGUSR2)
+        wait_for(lambda: version_of(srv.port) == final, 30, "the new code to answer",
+                 lambda: "now: %s; %s" % (version_of(srv.port), load.report()))
+        if trigger == "SIGUSR2":
+            def both_done():
+                lines = srv.log().splitlines()
+                second = [i for i in range(mark, len(lines))
+                          if "SIGUSR2" in lines[i] and "chain reload" in lines[i]][1:]
+                return second and log_index(lines, "chain reload done", start=second[0])
+            wait_for(both_done, 30, "the second chain reload to be carried out", srv.log)
+        else:
+            why = "SIGHUP" if trigger == "SIGHUP" else "reload.touch touched"
+
+            def reloaded():
+                lines = srv.log().splitlines()
+                began = log_index(lines, why, "reloading:", start=mark)
+                return began and log_index(lines, "the new workers are serving", start=began)
+            wait_for(reloaded, 30, "the reload to be carried out", srv.log)
+        load.wait_more(10)
+    assert load.failed == [], "requests failed during the reload: " + load.report()
+    assert all(b.split()[0] == final for b in load.last(5)), load.last(5)
+    assert srv.alive()
+    if mode == "preload":
+        assert lines_after(srv, mark, "re-executing the master with the new code"), srv.log()
+    no_errors(srv)
+
+
+CRASHY = """
+import os
+import signal
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"] == "/crash":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def test_crash_storm_is_no_outage(corral):
+    """An app where 1 request in 10 segfaults its worker, for 6 s, 8 clients: a worker that
+    served requests before it crashed is replaced at once (no start-up back-off), so the other
+    requests keep succeeding and a request right after the storm is answered at once."""
+    srv = corral(source=CRASHY, args=["--processes", "2", "--threads", "2"])
+    srv.wait_workers(2)
+    stop = threading.Event()
+    lock = threading.Lock()
+    tally = {"ok": 0, "failed": [], "crashes": 0}
+
+    def client(seed):
+        rnd = random.Random(seed)
+        while not stop.is_set():
+            crash = rnd.random() < 0.1
+            try:
+                status, _, _ = helpers.http_request(srv.port, "GET", "/crash" if crash else "/pid",
+                                                    timeout=5)
+                good = status == 200
+            except Exception as e:  # noqa: BLE001 - a crashing worker resets connections
+                good, status = False, repr(e)
+            with lock:
+                if crash:
+                    tally["crashes"] += 1
+                elif good:
+                    tally["ok"] += 1
+                else:
+                    tally["failed"].append(status)
+            stop.wait(0.02)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(8)]
+    for t in threads:
+        t.start()
+    stop.wait(6)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    others = tally["ok"] + len(tally["failed"])
+    report = "%d of %d other requests ok, %d crash requests; failures: %s" % (
+        tally["ok"], others, tally["crashes"], tally["failed"][:5])
+    deaths = lines_with(srv, "killed by SIGSEGV")
+    assert len(deaths) >= 10, "the storm crashed workers: " + report
+    assert tally["ok"] >= 0.9 * others and others >= 100, report
+    time.sleep(1)
+    status, _, body = helpers.http_request(srv.port, "GET", "/pid", timeout=2)
+    assert status == 200 and int(body) in srv.workers()
+    assert not lines_with(srv, "respawning in"), "no back-off for workers that served"
+
+
+def test_lazy_import_failure_after_a_recycle_does_not_stop_the_server(corral, tmp_path):
+    """--lazy-apps with recycling: the app file breaks, so recycled workers' successors cannot
+    import it. That is not "the app is broken" (it loaded before): the master backs off and
+    retries, the old workers keep serving, and once the file is fixed the new code is served."""
+    srv = corral(app=VERSIONED, args=["--processes", "2", "--lazy-apps", "--max-requests", "30"])
+    srv.wait_workers(2)
+    app = str(tmp_path / VERSIONED)
+    with Load(srv.port, path="/", nthreads=2) as load:
+        load.wait_more(10)
+        rewrite(app, BROKEN_SOURCE)
+        srv.wait_log("could not load the app", timeout=30)
+        load.wait_more(40)
+        assert srv.alive(), srv.log()
+        rewrite(app, versioned_source("v3"))
+        wait_for(lambda: version_of(srv.port) == "v3", 40, "the fixed code to answer",
+                 lambda: load.report())
+        load.wait_more(10)
+    assert load.failed == [], load.report()
+    assert srv.alive()
+    assert not lines_with(srv, "the app cannot be loaded"), srv.log()
+
+
 # --- adaptive workers -----------------------------------------------------------------------
 
 def test_cheaper_adds_workers_when_busy_and_retires_idle_ones(corral, tmp_path):
@@ -603,6 +757,45 @@ def test_uid_gid_dropped_after_binding(public_dir, corral):
     ids = [int(x) for x in get_text(port, "/ids").split()]
     assert ids[0] in new and ids[2:] == [uid, uid, gid, gid], ids
     assert proc_ids(srv.pid, "Uid") == [str(uid)] * 4
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_unix_socket_belongs_to_the_workers_user(public_dir, corral):
+    """With --uid/--gid, a UNIX socket the master creates as root is handed to that user and
+    group (nginx running as it can connect); a --vacuum that cannot remove it says why."""
+    try:
+        uid = pwd.getpwnam("nobody").pw_uid
+        gid = grp.getgrnam("nogroup").gr_gid
+    except KeyError:
+        pytest.skip("no user nobody / group nogroup")
+    app = os.path.join(public_dir, APP)
+    shutil.copy(os.path.join(conftest.APPS, APP), app)
+    os.chmod(app, 0o644)
+    path = os.path.join(public_dir, "app.sock")
+    srv = corral(args=["--http", path, "--wsgi-file", app, "--chdir", public_dir, "--uid",
+                       "nobody", "--gid", "nogroup", "--vacuum"], http=False, wait=False)
+    wait_for(lambda: os.path.exists(path) or not srv.alive(), 15, "the socket file", srv.log)
+    workers = srv.wait_workers(1)
+    st = os.stat(path)
+    assert (st.st_uid, st.st_gid) == (uid, gid), (st.st_uid, st.st_gid, srv.log())
+
+    def answered():
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return data
+                data += chunk
+    reply = answered()
+    assert reply.startswith(b"HTTP/1.1 200") and int(reply.split(b"\r\n\r\n")[1]) in workers
+    srv.signal(signal.SIGTERM)
+    assert srv.wait_exit(20) is not None
+    # the master runs as nobody now, and public_dir is root's: it cannot remove the file
+    assert lines_with(srv, "vacuum: cannot remove %s: Permission denied" % path), srv.log()
 
 
 # --- systemd ----------------------------------------------------------------------------------
