@@ -98,6 +98,11 @@ static int split_hostport(const char *addr, char *host, size_t hostlen, char *po
         hl -= 2;
     }
     if (hl >= hostlen || strlen(colon + 1) >= portlen) return -1;
+    /* a decimal port that fits in 16 bits: getaddrinfo() would take 99999 as 34463 */
+    long v = 0;
+    for (const char *p = colon + 1; *p; p++) {
+        if (*p < '0' || *p > '9' || (v = v * 10 + (*p - '0')) > 65535) return -1;
+    }
     memcpy(host, h, hl);
     host[hl] = '\0';
     snprintf(port, portlen, "%s", colon + 1);
@@ -113,7 +118,10 @@ static int bind_inet(struct listener *ls, const char *addr, char *err, size_t er
     int rc;
 
     if (split_hostport(addr, ls->host, sizeof(ls->host), ls->port, sizeof(ls->port)) < 0) {
-        snprintf(err, errlen, "%s: not an address (host:port, :port or a UNIX socket path)", addr);
+        snprintf(
+            err, errlen,
+            "%s: not an address (host:port or :port with a port 0-65535, or a UNIX socket path)",
+            addr);
         return -1;
     }
     /* Whoever reaches a uwsgi socket sets any environ key (REMOTE_ADDR, HTTPS, ...): with no
@@ -164,7 +172,10 @@ int sock_listen(struct listener *ls, const char *addr, enum sock_proto proto, in
         snprintf(ls->port, sizeof(ls->port), "%s", "0"); /* PEP 3333: never empty */
         ls->is_unix = addr[0] != '@';
     } else if (split_hostport(addr, ls->host, sizeof(ls->host), ls->port, sizeof(ls->port)) < 0) {
-        snprintf(err, errlen, "%s: not an address (host:port, :port or a UNIX socket path)", addr);
+        snprintf(
+            err, errlen,
+            "%s: not an address (host:port or :port with a port 0-65535, or a UNIX socket path)",
+            addr);
         return -1;
     }
     if (inherited_fd >= 0) {

@@ -89,9 +89,13 @@ int py_init(const struct config *cfg)
         log_error("chdir %s: %s", cfg->chdir, strerror(errno));
         return -1;
     }
-    if (cfg->venv)
+    if (cfg->venv) {
         snprintf(exe, sizeof(exe), "%s/bin/python", cfg->venv);
-    else
+        if (access(exe, X_OK) < 0) { /* uWSGI's home= fails the same way */
+            log_error("--venv %s: not a virtualenv (no bin/python in it)", cfg->venv);
+            return -1;
+        }
+    } else
         snprintf(exe, sizeof(exe), "%s", CORRAL_PYTHON_EXE);
 
     PyConfig_InitPythonConfig(&pc);

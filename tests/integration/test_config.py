@@ -274,6 +274,22 @@ def test_env(corral):
     assert srv.get("/osenv?k=CORRAL_EMPTY")[2] == b""
 
 
+def test_port_out_of_range_is_an_error(run_corral, tmp_path):
+    """--http :99999 is refused at start-up (getaddrinfo would bind port 34463)."""
+    res = run_corral(["--http", "127.0.0.1:99999", "--wsgi-file", copy_app(tmp_path, "routes.py")])
+    assert res.returncode != 0, res
+    assert "127.0.0.1:99999" in res.stderr and "65535" in res.stderr, res.stderr
+    assert port_closed(99999 & 0xFFFF)
+
+
+def test_venv_that_is_not_a_virtualenv_is_an_error(run_corral, tmp_path):
+    """--venv naming a plain directory fails at start-up, naming the option, as uWSGI does."""
+    res = run_corral(["--http", "127.0.0.1:%d" % free_port(), "--wsgi-file",
+                      copy_app(tmp_path, "routes.py"), "--venv", str(tmp_path)])
+    assert res.returncode != 0, res
+    assert "--venv %s: not a virtualenv" % tmp_path in res.stderr + res.stdout, res
+
+
 def test_venv(corral, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(venv)], check=True,
