@@ -295,8 +295,10 @@ static void describe_requests(const struct master *m, int i, char *out, size_t l
     out[0] = '\0';
     for (int t = 0; t < scoreboard_threads(m->sb); t++) {
         struct sb_slot *s = scoreboard_slot(m->sb, i, t);
+        char line[4 * SB_LINE_MAX];
         if (!atomic_load(&s->started_ms)) continue;
-        n += (size_t)snprintf(out + n, len - n, "%s%s", n ? ", " : "", s->line);
+        scoreboard_line(s, line, sizeof(line));
+        n += (size_t)snprintf(out + n, len - n, "%s%s", n ? ", " : "", line);
         if (n >= len) break;
     }
 }
@@ -438,10 +440,9 @@ static void report(struct master *m, const struct master_event *ev)
 static void harakiri_kill(const struct master *m, const struct master_action *a)
 {
     const struct sb_slot *s = scoreboard_slot(m->sb, a->slot, a->thread);
-    char line[SB_LINE_MAX];
+    char line[4 * SB_LINE_MAX];
 
-    memcpy(line, s->line, sizeof(line));
-    line[sizeof(line) - 1] = '\0';
+    scoreboard_line(s, line, sizeof(line));
     log_error("harakiri: worker %d (pid %d) thread %d still on %s after %d s "
               "(stuck outside Python?): killing the worker",
               a->number, a->pid, a->thread + 1, line, m->cfg->harakiri + m->cfg->harakiri_grace);

@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "util/log.h"
 #include "util/xalloc.h"
 
 struct scoreboard {
@@ -81,6 +82,15 @@ void scoreboard_begin(struct sb_slot *slot, uint64_t now_ms, const char *method,
     memcpy(slot->line + n, target, tlen);
     slot->line[n + tlen] = '\0';
     atomic_store_explicit(&slot->started_ms, now_ms ? now_ms : 1, memory_order_relaxed);
+}
+
+void scoreboard_line(const struct sb_slot *slot, char *dst, size_t cap)
+{
+    char line[SB_LINE_MAX];
+
+    memcpy(line, slot->line, sizeof(line)); /* the worker may be writing it: copy first */
+    line[sizeof(line) - 1] = '\0';
+    log_escape(dst, cap, line, strlen(line));
 }
 
 void scoreboard_ask_recycle(struct sb_worker *w, enum sb_recycle why)

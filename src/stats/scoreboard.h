@@ -59,6 +59,11 @@ int scoreboard_workers(const struct scoreboard *sb);
 /* Records that 'slot' started serving method+target (worker side, on its own slot). */
 void scoreboard_begin(struct sb_slot *slot, uint64_t now_ms, const char *method, size_t mlen,
                       const char *target, size_t tlen);
+/*
+ * The slot's request line into dst[0, cap), NUL-terminated, control bytes escaped (the line
+ * came from the wire, and goes into log lines). For the master and the watchdog.
+ */
+void scoreboard_line(const struct sb_slot *slot, char *dst, size_t cap);
 /* Asks the master (once) to replace this worker: sets 'recycle' and sends it SIGUSR1. */
 void scoreboard_ask_recycle(struct sb_worker *w, enum sb_recycle why);
 

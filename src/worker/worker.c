@@ -129,9 +129,8 @@ static void *watchdog(void *arg)
             uint64_t started = atomic_load(&s->started_ms);
             if (!started || started == raised[t] || now - started < limit) continue;
             raised[t] = started;
-            char line[SB_LINE_MAX];
-            memcpy(line, s->line, sizeof(line));
-            line[sizeof(line) - 1] = '\0';
+            char line[4 * SB_LINE_MAX];
+            scoreboard_line(s, line, sizeof(line));
             wsgi_harakiri(atomic_load(&s->thread), line, a->cfg->harakiri);
         }
     }

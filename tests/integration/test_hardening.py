@@ -421,3 +421,24 @@ def test_a_child_the_app_forks_does_not_serve(corral, threads):
     srv.wait_log("returned from the app: it exits")
     pids = {int(srv.get("/")[2]) for _ in range(30)}
     assert pids == {worker}, pids
+
+
+def test_a_forged_request_line_is_escaped_in_the_obituary(corral, tmp_path):
+    """The master's line about a worker that died names its requests from the scoreboard:
+    their control bytes are escaped there too."""
+    import signal
+    import threading
+    import uwsgi_client
+    sock = str(tmp_path / "uw.sock")
+    srv = corral(app="rp_slots.py", args=["--socket", sock], http=False, wait=False)
+    helpers_wait_path(sock)
+    (worker,) = srv.wait_workers(1)
+    forged = "2026-01-01 00:00:00.000Z master (pid 1) error: forged"
+    env = uwsgi_client.nginx_env(uri="/sleep?s=5&x=\r\n" + forged)
+    t = threading.Thread(target=lambda: uwsgi_client.request(sock, env, timeout=10), daemon=True)
+    t.start()
+    time.sleep(0.5)
+    os.kill(worker, signal.SIGKILL)
+    log = srv.wait_log("killed by SIGKILL")
+    assert not [line for line in log.splitlines() if line.startswith(forged[:20])], log
+    assert "\\x0d\\x0a" in [line for line in log.splitlines() if "killed by" in line][0]
