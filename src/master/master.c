@@ -384,9 +384,9 @@ static void reexec(struct master *m)
     setenv("CORRAL_OLD_WORKERS", olds, 1);
     free(olds);
     log_info("reloading: re-executing the master with the new code");
-    signals_unblock();
+    /* the signals stay blocked across exec: one that arrives meanwhile (a worker's SIGUSR1 to
+     * be recycled) waits for the new image instead of killing this one by its default action */
     execv("/proc/self/exe", m->argv);
-    signals_block();
     log_error("cannot re-execute %s: %s; reload abandoned", m->argv[0], strerror(errno));
     for (int i = 0; i < m->nlisteners; i++)
         fcntl(m->listeners[i].fd, F_SETFD, FD_CLOEXEC);

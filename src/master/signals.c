@@ -33,6 +33,9 @@ void signals_block(void)
     sigaddset(&master_set, SIGUSR1); /* a worker asks to be recycled */
     sigaddset(&master_set, SIGUSR2); /* chain reload */
     sigprocmask(SIG_BLOCK, &master_set, &saved_mask);
+    /* after a re-exec the mask came blocked from the previous image: children get it without */
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sigismember(&master_set, sig)) sigdelset(&saved_mask, sig);
 }
 
 int signals_wait(int timeout_ms)
