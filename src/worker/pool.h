@@ -64,9 +64,9 @@ void pool_resume(struct pool *p, struct pool_task *t, int value);
  */
 void pool_notify(struct pool *p, struct pool_task *note);
 /*
- * Calls done() for every yielded and finished task, and wakes another thread if queued work
- * is stalled. Returns the ms after which it should be called again even without events (-1:
- * no need). Loop thread, after every batch.
+ * Calls done() for every yield, notification and finished task, and wakes another thread if queued
+ * work is stalled. Returns the ms after which it should be called again even without events (-1: no
+ * need). Loop thread, after every batch.
  */
 int pool_collect(struct pool *p);
 /* Tasks submitted and not yet finished (queued, running or yielded). Loop thread. */
